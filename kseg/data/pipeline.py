@@ -1,0 +1,146 @@
+"""The tf.data pipeline: decode, resize (images bilinear, labels nearest), cache, one-hot, batch.
+
+Conventions (see DESIGN.md):
+
+- images are float32 RGB in [0, 255]; the model does its own preprocessing;
+- label maps hold class ids with -1 for unknown; one-hot targets encode an
+  unknown pixel as an all-zero row, sparse targets as :data:`IGNORE_INDEX`;
+- height and width are multiples of 32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from kseg.errors import KsegError
+
+IGNORE_INDEX = 255
+MULTIPLE = 32
+
+
+def check_size(size) -> tuple[int, int]:
+    """Normalise ``size`` (int, "H", "HxW", (H, W)) to (H, W), each a multiple of 32.
+
+    Raises :class:`KsegError` (a ``ValueError``) naming the nearest valid sizes.
+    """
+    if isinstance(size, str):
+        parts = size.lower().replace(",", "x").split("x")
+        try:
+            vals = [int(p) for p in parts if p.strip()]
+        except ValueError:
+            raise SizeError(f"bad size {size!r}: give H or HxW, e.g. 224 or 256x320") from None
+    elif isinstance(size, (int, np.integer)):
+        vals = [int(size)]
+    else:
+        vals = [int(v) for v in size]
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2:
+        raise SizeError(f"bad size {size!r}: give H or HxW, e.g. 224 or 256x320")
+    for v in vals:
+        if v <= 0 or v % MULTIPLE:
+            raise SizeError(f"size {v} is not a multiple of {MULTIPLE}: use {nearest_multiples(v)}")
+    return vals[0], vals[1]
+
+
+def nearest_multiples(v: int) -> str:
+    lo = max(MULTIPLE, (v // MULTIPLE) * MULTIPLE)
+    hi = lo + MULTIPLE if lo < v else lo
+    return f"{lo} or {hi}" if lo != hi else str(lo)
+
+
+class SizeError(KsegError, ValueError):
+    """A height or width that is not a positive multiple of 32."""
+
+
+def to_sparse(labels):
+    """Map unknown (negative) ids to IGNORE_INDEX, as sparse targets use."""
+    labels = tf.cast(labels, tf.int32)
+    return tf.where(labels < 0, tf.constant(IGNORE_INDEX, tf.int32), labels)
+
+
+def to_one_hot(labels, num_classes: int):
+    """One-hot float32 targets; negative ids and IGNORE_INDEX become all-zero rows."""
+    labels = tf.cast(labels, tf.int32)
+    labels = tf.where(labels >= num_classes, -1, labels)
+    return tf.one_hot(labels, num_classes, dtype=tf.float32)
+
+
+def split_indices(n: int, val_split: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, deterministic train/validation split of ``range(n)``."""
+    if not 0.0 <= val_split < 1.0:
+        raise KsegError(f"bad validation split {val_split}: give a fraction in [0, 1), e.g. 0.2")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_split))
+    if val_split > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    if n - n_val < 1:
+        raise KsegError(f"validation split {val_split} leaves no training images out of {n}")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _ragged_labels(labels: list[np.ndarray]):
+    flat = np.concatenate([lab.ravel() for lab in labels]).astype(np.int8)
+    lengths = np.array([lab.size for lab in labels], np.int64)
+    shapes = np.array([lab.shape for lab in labels], np.int32).reshape(-1, 2)
+    return tf.RaggedTensor.from_row_lengths(flat, lengths), shapes
+
+
+def decode_image(path):
+    """Read and decode an image file to uint8 RGB (JPEG, PNG, BMP, GIF's first frame)."""
+    data = tf.io.read_file(path)
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    return img
+
+
+def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_size: int = 16,
+                 sparse: bool = False, training: bool = False, augment=None, seed: int = 42,
+                 cache: bool = True) -> tf.data.Dataset:
+    """Build a ``tf.data.Dataset`` of ``(image, target)`` batches.
+
+    ``image_paths``: image files; ``labels``: matching int label maps (-1 unknown)
+    at each image's own size. Images are resized bilinearly and labels by
+    nearest neighbour to ``size``; decoding runs in parallel and the resized
+    pairs are cached in memory. With ``training=True`` the pairs are then
+    shuffled (seeded, a new order each pass), repeated without end (train with
+    ``steps_per_epoch = ceil(n / batch_size)``) and augmented: ``augment`` is a
+    callable ``(image, label, seed) -> (image, label)`` from
+    :mod:`kseg.data.augment`, called with a distinct stateless seed per sample,
+    so the same ``seed`` gives the same stream. Finally targets are encoded
+    (one-hot or sparse), batched and prefetched.
+    """
+    h, w = check_size(size)
+    if len(image_paths) != len(labels):
+        raise KsegError(f"{len(image_paths)} images but {len(labels)} label maps")
+    if batch_size < 1:
+        raise KsegError(f"bad batch size {batch_size}: give a positive integer")
+    ragged, shapes = _ragged_labels(labels)
+    ds = tf.data.Dataset.from_tensor_slices((list(map(str, image_paths)), ragged, shapes))
+
+    def load(path, flat, shape):
+        img = decode_image(path)
+        img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear", antialias=False)
+        lab = tf.reshape(flat, tf.concat([shape, [1]], 0))
+        lab = tf.image.resize(lab, (h, w), method="nearest")  # never interpolate class ids
+        return img, lab
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(image_paths), seed=seed, reshuffle_each_iteration=True).repeat()
+        if augment is not None:
+            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
+                lambda pair, i: augment(pair[0], pair[1], tf.stack([tf.constant(seed, tf.int64), i])),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def encode(img, lab):
+        lab = lab[..., 0]
+        target = to_sparse(lab) if sparse else to_one_hot(lab, num_classes)
+        return img, target
+
+    ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

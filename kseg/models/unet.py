@@ -1,0 +1,72 @@
+"""U-Net (Ronneberger et al. 2015) on any kseg backbone.
+
+The decoder follows segmentation_models' ``Unet``: at each level, upsample x2,
+concatenate the encoder's feature map at that stride (when there is one), then
+two 3x3 conv-BN-ReLU. With the ``resnet34`` backbone and the defaults it has
+exactly the layers and parameter count of ``sm.Unet("resnet34")``; with the
+``plain`` backbone it is the paper's network (plus batch normalisation).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from kseg.models import backbones as bb
+from kseg.models.layers import check_input_shape, conv_bn_relu, freeze, head
+
+UPSAMPLING = ("nearest", "bilinear", "transpose")
+
+
+def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 3), encoder_weights=None,
+         encoder_freeze: bool = False, decoder_filters=None, upsampling: str = "nearest",
+         decoder_batchnorm: bool = True, activation: str | None = "softmax", name: str | None = None):
+    """Build a U-Net as a Keras functional model.
+
+    Args:
+        num_classes: output channels.
+        backbone: a name from :func:`kseg.models.list_backbones`.
+        input_shape: (H, W, C); H and W multiples of 32 or None.
+        encoder_weights: None, "imagenet" (where the backbone has them) or a weights file.
+        encoder_freeze: make the encoder's layers non-trainable.
+        decoder_filters: filters per decoder level, deepest first; default
+            (256, 128, 64, 32, 16) for 5 levels, (512, 256, 128, 64) for 4 (plain).
+        upsampling: "nearest" (segmentation_models' default), "bilinear", or
+            "transpose" (a learned 4x4 transposed convolution).
+        activation: "softmax" (default), "sigmoid", or None for logits.
+    """
+    if upsampling not in UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
+    input_shape = check_input_shape(input_shape)
+    inputs = keras.Input(input_shape, name="image")
+    feats = bb.features(backbone, inputs, weights=encoder_weights)
+    strides = sorted(feats)
+    deepest = strides[-1]
+    levels = deepest.bit_length() - 1  # upsample x2 until stride 1
+    if decoder_filters is None:
+        decoder_filters = (256, 128, 64, 32, 16) if levels == 5 else (512, 256, 128, 64, 32, 16)[-levels:]
+    if len(decoder_filters) != levels:
+        raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
+    encoder_layers = list(keras.Model(inputs, feats[deepest]).layers)
+    if encoder_freeze:
+        freeze(encoder_layers[1:])
+    x = feats[deepest]
+    for i, f in enumerate(decoder_filters):
+        stride = deepest >> (i + 1)
+        skip = feats.get(stride)
+        n = f"decoder_stage{i}"
+        if upsampling == "transpose":
+            x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=not decoder_batchnorm,
+                                       name=f"{n}_transpose")(x)
+            if decoder_batchnorm:
+                x = layers.BatchNormalization(name=f"{n}_transpose_bn")(x)
+            x = layers.Activation("relu", name=f"{n}_transpose_relu")(x)
+        else:
+            x = layers.UpSampling2D(2, interpolation=upsampling, name=f"{n}_upsampling")(x)
+        if skip is not None:
+            x = layers.Concatenate(name=f"{n}_concat")([x, skip])
+        x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}a")
+        if upsampling != "transpose":
+            x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}b")
+    outputs = head(x, num_classes, activation)
+    return keras.Model(inputs, outputs, name=name or f"unet_{backbone}")

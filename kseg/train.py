@@ -1,0 +1,273 @@
+"""Train a segmentation model on iccv09: ``python -m kseg.train --mask surfaces``.
+
+The defaults are the classic Colab tutorial's: U-Net with a resnet34 encoder
+and no pretrained weights, 224x224, Adam (lr 1e-3), categorical cross-entropy,
+batch 16, 20 epochs, an 80/20 split. Unlike the tutorial, label maps are
+resized by nearest neighbour and unknown pixels are ignored by the loss and
+the metrics.
+
+The output folder (``--out``, default ``runs/<mask>-<model>-<backbone>``) gets:
+
+- ``best.keras``        the best checkpoint (by ``--monitor``, default val_loss)
+- ``history.csv``       one row per epoch (Keras CSVLogger)
+- ``curves.png``        learning curves
+- ``predictions.png``   input / truth / prediction for a few validation images
+- ``metrics.json``      validation pixel accuracy, mIoU and per-class IoU of best.keras
+- ``saved_model/``      a SavedModel whose serving function takes raw RGB batches
+
+Running the same command again resumes an interrupted run from its last
+finished epoch (Keras BackupAndRestore in ``<out>/.backup``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from kseg.errors import KsegError, cli_entry
+
+DEFAULTS = dict(mask="surfaces", model="unet", backbone="resnet34", loss="ce", epochs=20, batch_size=16,
+                size="224", lr=1e-3, val_split=0.2, seed=42)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m kseg.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--mask", default=DEFAULTS["mask"], help="regions (8 classes) or surfaces (3 classes)")
+    p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: find or download)")
+    p.add_argument("--model", default=DEFAULTS["model"], help="architecture (see kseg.models.list_models())")
+    p.add_argument("--backbone", default=DEFAULTS["backbone"], help="encoder (see kseg.models.list_backbones())")
+    p.add_argument("--encoder-weights", default=None, help="none, imagenet, or a weights file")
+    p.add_argument("--encoder-freeze", action="store_true", help="do not train the encoder")
+    p.add_argument("--loss", default=DEFAULTS["loss"], help="ce, dice, focal, or a sum like dice+focal")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--size", default=DEFAULTS["size"], help="H or HxW, multiples of 32")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
+    p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--augment", default="none", help="none or flip")
+    p.add_argument("--sparse", action="store_true", help="sparse targets (255 = ignored) instead of one-hot")
+    p.add_argument("--monitor", default="val_loss", help="quantity that picks best.keras (e.g. val_miou)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images (quick tries)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<mask>-<model>-<backbone>)")
+    p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="off", help="XLA compilation")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--cache-dir", default=None, help="where parsed labels are cached")
+    p.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: progress bar on a tty)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    return validate(args)
+
+
+def validate(args):
+    from kseg.data import MASKS, check_size
+
+    if args.mask not in MASKS:
+        raise KsegError(f"unknown --mask {args.mask!r}: choose one of {', '.join(MASKS)}")
+    if args.epochs < 1:
+        raise KsegError(f"bad --epochs {args.epochs}: give a positive integer")
+    if args.batch_size < 1:
+        raise KsegError(f"bad --batch-size {args.batch_size}: give a positive integer")
+    if not 0.0 < args.val_split < 1.0:
+        raise KsegError(f"bad --val-split {args.val_split}: give a fraction between 0 and 1, e.g. 0.2")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise KsegError(f"bad --lr {args.lr}: give a positive number")
+    args.size = check_size(args.size)
+    if args.encoder_weights in ("none", "None", ""):
+        args.encoder_weights = None
+    if args.out is None:
+        args.out = os.path.join("runs", f"{args.mask}-{args.model}-{args.backbone}")
+    return args
+
+
+def _best_so_far(csv_path: Path, monitor: str):
+    """The best ``monitor`` value in an existing history (for a resumed ModelCheckpoint)."""
+    try:
+        with open(csv_path, newline="") as f:
+            vals = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor) not in (None, "")]
+    except (OSError, ValueError, KeyError):
+        return None
+    vals = [v for v in vals if math.isfinite(v)]
+    if not vals:
+        return None
+    return min(vals) if _mode(monitor) == "min" else max(vals)
+
+
+def _mode(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+def run(args) -> dict:
+    """Train as the parsed ``args`` say; return the validation metrics of the best model."""
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise KsegError(f"{out}: output folder is not writable ({err.strerror})") from None
+
+    import keras
+    import numpy as np
+
+    from kseg import losses as klosses
+    from kseg import metrics as kmetrics
+    from kseg import models
+    from kseg.data import iccv09_datasets
+
+    keras.utils.set_random_seed(args.seed)
+    t0 = time.time()
+    train_ds, val_ds, info = iccv09_datasets(args.data, mask=args.mask, size=args.size,
+                                             batch_size=args.batch_size, val_split=args.val_split,
+                                             seed=args.seed, sparse=args.sparse, augment=args.augment,
+                                             limit=args.limit, cache_dir=args.cache_dir, quiet=False)
+    ds = info["dataset"]
+    print(f"kseg: {len(ds)} images from {ds.root} ({args.mask}: {ds.num_classes} classes), "
+          f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation, "
+          f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s", flush=True)
+
+    model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
+                         input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
+                         encoder_freeze=args.encoder_freeze)
+    loss = klosses.get(args.loss)
+    if args.sparse:
+        loss = SparseAdapter(loss, ds.num_classes)
+    jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss,
+                  metrics=[kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)],
+                  jit_compile=jit)
+
+    backup = out / ".backup"
+    resuming = backup.exists()
+    history_csv = out / "history.csv"
+    best_path = out / "best.keras"
+    monitor = args.monitor
+    threshold = _best_so_far(history_csv, monitor) if resuming else None
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode=_mode(monitor),
+                                        save_best_only=True, initial_value_threshold=threshold),
+        keras.callbacks.CSVLogger(str(history_csv), append=resuming),
+        keras.callbacks.TerminateOnNaN(),
+        CurvesCallback(history_csv, out / "curves.png"),
+    ]
+    if resuming:
+        print(f"kseg: resuming from {backup}", flush=True)
+    verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
+    model.fit(train_ds, steps_per_epoch=info["steps_per_epoch"], epochs=args.epochs,
+              validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+
+    from kseg.export import export_saved_model, load_model
+
+    best = load_model(best_path) if best_path.exists() else model
+    report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json",
+                              extra={"mask": args.mask, "model": args.model, "backbone": args.backbone,
+                                     "epochs": args.epochs, "size": list(args.size),
+                                     "train_images": len(info["train_idx"]),
+                                     "val_images": len(info["val_idx"])})
+    save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")
+    if not args.no_export:
+        export_saved_model(best, out / "saved_model")
+    print(f"kseg: validation pixel accuracy {report['pixel_accuracy']:.4f}, mIoU {report['miou']:.4f} "
+          f"(best.keras); outputs in {out}", flush=True)
+    np.random.seed(None)
+    return report
+
+
+class SparseAdapter:
+    """Feed sparse targets (255 = ignored) to a loss written for one-hot targets."""
+
+    def __new__(cls, loss, num_classes):
+        import keras
+
+        from kseg.data.pipeline import to_one_hot
+
+        class _Sparse(keras.losses.Loss):
+            def __init__(self):
+                super().__init__(name=loss.name)
+
+            def call(self, y_true, y_pred):
+                y = y_true[..., 0] if len(y_true.shape) == len(y_pred.shape) else y_true
+                return loss.call(to_one_hot(y, num_classes), y_pred)
+
+        return _Sparse()
+
+
+def evaluate_to_json(model, val_ds, class_names, path, extra=None) -> dict:
+    """Confusion matrix of ``model`` over ``val_ds`` → scores → ``path`` (JSON)."""
+    import numpy as np
+
+    from kseg.metrics import confusion_matrix, scores
+
+    c = len(class_names)
+    cm = np.zeros((c, c), np.int64)
+    for x, y in val_ds:
+        pred = np.argmax(model.predict_on_batch(x), -1)
+        y = y.numpy()
+        true = np.where(y.max(-1) > 0, y.argmax(-1), -1) if y.ndim == 4 and y.shape[-1] == c else y
+        cm += confusion_matrix(true, pred, c)
+    report = scores(cm, class_names)
+    report["confusion_matrix"] = cm.tolist()
+    report.update(extra or {})
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+    return report
+
+
+def save_predictions(model, ds, val_idx, size, path, n: int = 4) -> None:
+    """The tutorial's picture: a few validation images, their truth and the model's prediction."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kseg.data.pipeline import decode_image
+    from kseg.viz import save_prediction_grid
+
+    idx = list(val_idx[:n])
+    if not idx:
+        return
+    images, truths = [], []
+    for i in idx:
+        img = tf.image.resize(tf.cast(decode_image(ds.image_paths[i]), tf.float32), size).numpy()
+        lab = tf.image.resize(ds.labels[i][..., None], size, method="nearest").numpy()[..., 0]
+        images.append(img)
+        truths.append(lab)
+    preds = np.argmax(model.predict(np.stack(images), verbose=0), -1)
+    save_prediction_grid(path, images, truths, preds, ds.class_names, ds.mask)
+
+
+class CurvesCallback:
+    """Redraw the learning curves from the CSV log after every epoch."""
+
+    def __new__(cls, csv_path, png_path):
+        import keras
+
+        from kseg.viz import plot_history
+
+        class _Curves(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                try:
+                    plot_history(csv_path, png_path)
+                except (OSError, ValueError) as err:
+                    print(f"kseg: warning: {png_path}: cannot draw curves ({err})", file=sys.stderr)
+
+        return _Curves()
+
+
+@cli_entry
+def main(argv=None):
+    args = parse_args(argv)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
