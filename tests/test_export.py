@@ -1,0 +1,143 @@
+"""Export: the SavedModel's serving signature and the TFLite file match the Keras model."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kseg.export import TFLITE_NAME, export_saved_model, fixed_input_size, main, nearest_multiple
+
+
+def tiny_model(size=(64, 64), classes=3, seed=0):
+    """A small fully convolutional segmentation model ending in softmax (fast to export and convert)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((*size, 3) if size else (None, None, 3), name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = layers.UpSampling2D(2)(x)
+    out = layers.Conv2D(classes, 1, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
+    return keras.Model(inp, out)
+
+
+def reference(model, images, size):
+    """What serving must compute, written out: resize in, run the Keras model, resize back."""
+    h, w = images.shape[1:3]
+    x = tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear")
+    p = model.predict(x, verbose=0)
+    return tf.image.resize(p, (h, w), method="bilinear").numpy()
+
+
+def rand_images(n, h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = tiny_model()
+    out = export_saved_model(model, tmp_path_factory.mktemp("exp") / "sm")
+    return model, out
+
+
+def test_nearest_multiple():
+    assert [nearest_multiple(v) for v in (1, 15, 17, 45, 50, 64, 100, 239)] == [32, 32, 32, 32, 64, 64, 96, 224]
+    assert int(nearest_multiple(tf.constant(100))) == 96
+
+
+def test_export_writes_saved_model_and_tflite(exported):
+    _, out = exported
+    assert (out / "saved_model.pb").is_file()
+    assert (out / TFLITE_NAME).stat().st_size > 1000
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_serving_signature_matches_keras_any_size(exported):
+    model, out = exported
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    inputs = serve.structured_input_signature[1]
+    assert inputs["images"].dtype == tf.uint8 and inputs["images"].shape.as_list() == [None, None, None, 3]
+    images = rand_images(2, 50, 70)
+    res = serve(images=tf.constant(images))
+    assert set(res) == {"probabilities", "class_map"}
+    probs, cmap = res["probabilities"].numpy(), res["class_map"].numpy()
+    assert probs.shape == (2, 50, 70, 3) and cmap.shape == (2, 50, 70)
+    np.testing.assert_allclose(probs, reference(model, images, (64, 64)), atol=1e-4)
+    np.testing.assert_array_equal(cmap, probs.argmax(-1))
+    assert len(np.unique(cmap)) > 1  # a non-trivial map, so the comparison means something
+
+
+def test_serving_at_model_size_is_the_model(exported):
+    model, out = exported
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    images = rand_images(1, 64, 64, seed=1)
+    probs = serve(images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(probs, model.predict(images.astype(np.float32), verbose=0), atol=1e-5)
+
+
+def test_tflite_matches_keras(exported):
+    model, out = exported
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        interp = tf.lite.Interpreter(model_path=str(out / TFLITE_NAME))
+    run = interp.get_signature_runner("serving_default")
+    images = rand_images(1, 45, 83, seed=2)
+    res = run(images=images)
+    assert res["probabilities"].shape == (1, 45, 83, 3) and res["class_map"].shape == (1, 45, 83)
+    ref = reference(model, images, (64, 64))
+    np.testing.assert_allclose(res["probabilities"], ref, atol=1e-4)
+    sure = np.sort(ref, -1)[..., -1] - np.sort(ref, -1)[..., -2] > 1e-3  # away from ties
+    np.testing.assert_array_equal(res["class_map"][sure], ref.argmax(-1)[sure])
+
+
+def test_dynamic_model_resizes_to_nearest_multiple_of_32(tmp_path):
+    model = tiny_model(size=None)
+    assert fixed_input_size(model) is None
+    out = export_saved_model(model, tmp_path / "sm", tflite=False)
+    assert not (out / TFLITE_NAME).exists()
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    images = rand_images(1, 45, 100, seed=3)
+    probs = serve(images=tf.constant(images))["probabilities"].numpy()
+    assert probs.shape == (1, 45, 100, 3)
+    np.testing.assert_allclose(probs, reference(model, images, (32, 96)), atol=1e-4)
+    assert not np.allclose(probs, reference(model, images, (64, 128)), atol=1e-3)
+
+
+def test_kseg_unet_export_serves(tmp_path):
+    from kseg import models
+
+    model = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3))
+    out = export_saved_model(model, tmp_path / "unet", tflite=False)
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    images = rand_images(1, 40, 48, seed=4)
+    probs = serve(images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(probs, reference(model, images, (64, 64)), atol=1e-4)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+
+
+def test_export_replaces_an_existing_folder(tmp_path):
+    model = tiny_model(seed=5)
+    target = tmp_path / "sm"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    export_saved_model(model, target, tflite=False)
+    assert not (target / "stale.txt").exists() and (target / "saved_model.pb").exists()
+
+
+def test_cli(tmp_path, capsys):
+    model = tiny_model(seed=6)
+    model.save(tmp_path / "m.keras")
+    assert main(["--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "saved_model.pb").is_file() and (tmp_path / "out" / TFLITE_NAME).is_file()
+    assert "wrote SavedModel" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kseg: error:") and "missing.keras" in err
