@@ -6,7 +6,7 @@ ignored pixel is an all-zero row, and probabilities ``y_pred`` of the same shape
 equals the loss computed with those pixels removed. Each loss reduces over the
 whole batch (every valid pixel counts once) and returns a scalar.
 
-Losses add and scale like segmentation_models' do::
+Losses add and scale like segmentation_models' do (any weighted sum)::
 
     loss = kseg.losses.DiceLoss() + 0.5 * kseg.losses.FocalLoss()
 """
@@ -29,6 +29,13 @@ def _prepare(y_true, y_pred, from_logits):
         y_pred = ops.softmax(y_pred, axis=-1)
     valid = ops.cast(ops.sum(y_true, axis=-1, keepdims=True) > 0, "float32")
     return y_true, y_pred, valid
+
+
+def _log_probs(y_pred, probs, from_logits):
+    """log p: log-softmax of logits (never saturates), else the log of clipped probabilities."""
+    if from_logits:
+        return ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+    return ops.log(ops.clip(probs, EPSILON, 1.0))
 
 
 class SegmentationLoss(keras.losses.Loss):
@@ -54,6 +61,11 @@ class SegmentationLoss(keras.losses.Loss):
     def __add__(self, other):
         return SumLoss([self, other])
 
+    def __radd__(self, other):  # sum([a, b]) starts from 0
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return SumLoss([other, self])
+
     def __mul__(self, factor):
         return SumLoss([self], [float(factor)])
 
@@ -70,8 +82,8 @@ class CategoricalCrossentropy(SegmentationLoss):
     """Mean over valid pixels of ``-sum_c w_c y_c log p_c``."""
 
     def call(self, y_true, y_pred):
-        y_true, y_pred, valid = _prepare(y_true, y_pred, self.from_logits)
-        ce = -y_true * ops.log(ops.clip(y_pred, EPSILON, 1.0))
+        y_true, probs, valid = _prepare(y_true, y_pred, self.from_logits)
+        ce = -y_true * _log_probs(y_pred, probs, self.from_logits)
         w = self._weights(ops.shape(y_true)[-1])
         if w is not None:
             ce = ce * w
@@ -90,10 +102,12 @@ class FocalLoss(SegmentationLoss):
         self.alpha = alpha if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
 
     def call(self, y_true, y_pred):
-        y_true, y_pred, valid = _prepare(y_true, y_pred, self.from_logits)
-        p = ops.clip(y_pred, EPSILON, 1.0)
+        y_true, probs, valid = _prepare(y_true, y_pred, self.from_logits)
+        log_p = _log_probs(y_pred, probs, self.from_logits)
         alpha = ops.convert_to_tensor(self.alpha, "float32")
-        loss = -alpha * y_true * ops.power(1.0 - p, self.gamma) * ops.log(p)
+        # (1 - p)^gamma kept away from 0^gamma, whose gradient is infinite for gamma < 1
+        modulation = ops.power(ops.maximum(1.0 - ops.exp(log_p), EPSILON), self.gamma)
+        loss = -alpha * y_true * modulation * log_p
         w = self._weights(ops.shape(y_true)[-1])
         if w is not None:
             loss = loss * w
@@ -103,13 +117,14 @@ class FocalLoss(SegmentationLoss):
         return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
 
 
-@keras.saving.register_keras_serializable(package="kseg")
-class DiceLoss(SegmentationLoss):
-    """Soft Dice loss, ``1 - mean_c (2 |P_c T_c| + s) / (|P_c| + |T_c| + s)``.
+class RegionLoss(SegmentationLoss):
+    """Base of the overlap losses (Dice, Jaccard, Tversky, Focal-Tversky).
 
-    Sums run over every valid pixel of the batch; the mean runs over the classes
-    present in ``y_true`` (``classes="present"``, default) or all classes
-    (``"all"``), weighted by ``class_weights`` if given. ``smooth`` is ``s``.
+    Per class ``c`` it sums over every valid pixel of the batch the soft counts
+    ``TP_c = sum p_c t_c``, ``FP_c = sum p_c (1 - t_c)``, ``FN_c = sum (1 - p_c) t_c``,
+    turns them into a loss per class (:meth:`class_loss`), and averages over the
+    classes present in ``y_true`` (``classes="present"``, default) or all classes
+    (``"all"``), weighted by ``class_weights`` if given.
     """
 
     def __init__(self, smooth: float = 1.0, classes: str = "present", **kwargs):
@@ -119,24 +134,140 @@ class DiceLoss(SegmentationLoss):
         self.smooth = float(smooth)
         self.classes = classes
 
-    def per_class(self, y_true, y_pred):
+    def counts(self, y_true, y_pred):
+        """Soft (TP, FP, FN, support) per class over the valid pixels of the batch."""
         y_true, y_pred, valid = _prepare(y_true, y_pred, self.from_logits)
         y_pred = y_pred * valid
         axes = tuple(range(len(y_true.shape) - 1))
-        inter = ops.sum(y_true * y_pred, axis=axes)
-        denom = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-        return (2.0 * inter + self.smooth) / (denom + self.smooth), ops.sum(y_true, axis=axes)
+        tp = ops.sum(y_true * y_pred, axis=axes)
+        support = ops.sum(y_true, axis=axes)
+        return tp, ops.sum(y_pred, axis=axes) - tp, support - tp, support
+
+    def class_loss(self, tp, fp, fn):
+        raise NotImplementedError
 
     def call(self, y_true, y_pred):
-        score, support = self.per_class(y_true, y_pred)
-        weight = ops.cast(support > 0, "float32") if self.classes == "present" else ops.ones_like(score)
-        w = self._weights(score.shape[-1])
-        if w is not None:
-            weight = weight * w
-        return 1.0 - ops.sum(score * weight) / ops.maximum(ops.sum(weight), EPSILON)
+        tp, fp, fn, support = self.counts(y_true, y_pred)
+        return _class_mean(self, self.class_loss(tp, fp, fn), support)
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth, "classes": self.classes}
+
+
+def _class_mean(loss, per_class, support):
+    """Mean of a per-class loss over the present (or all) classes, with class weights."""
+    weight = ops.cast(support > 0, "float32") if loss.classes == "present" else ops.ones_like(per_class)
+    w = loss._weights(per_class.shape[-1])
+    if w is not None:
+        weight = weight * w
+    return ops.sum(per_class * weight) / ops.maximum(ops.sum(weight), EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class DiceLoss(RegionLoss):
+    """Soft Dice loss, ``1 - mean_c (2 |P_c T_c| + s) / (|P_c| + |T_c| + s)``.
+
+    Sums run over every valid pixel of the batch; the mean runs over the classes
+    present in ``y_true`` (``classes="present"``, default) or all classes
+    (``"all"``), weighted by ``class_weights`` if given. ``smooth`` is ``s``.
+    """
+
+    def per_class(self, y_true, y_pred):
+        """(Dice score per class, support per class)."""
+        tp, fp, fn, support = self.counts(y_true, y_pred)
+        return 1.0 - self.class_loss(tp, fp, fn), support
+
+    def class_loss(self, tp, fp, fn):
+        return 1.0 - (2.0 * tp + self.smooth) / ops.maximum(2.0 * tp + fp + fn + self.smooth, EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class JaccardLoss(RegionLoss):
+    """Soft IoU (Jaccard) loss, ``1 - mean_c (TP_c + s) / (TP_c + FP_c + FN_c + s)``
+    where ``TP + FP + FN = |P| + |T| - |P T|`` is the soft union."""
+
+    def class_loss(self, tp, fp, fn):
+        return 1.0 - (tp + self.smooth) / ops.maximum(tp + fp + fn + self.smooth, EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class TverskyLoss(RegionLoss):
+    """Tversky loss (Salehi et al. 2017), ``1 - mean_c TI_c`` with
+    ``TI_c = (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s)``.
+
+    ``alpha`` weighs false positives, ``beta`` false negatives: ``alpha = beta = 0.5``
+    is Dice (with smoothing ``2 s``), ``alpha = beta = 1`` is Jaccard, ``beta > alpha`` favours recall.
+    """
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def index(self, tp, fp, fn):
+        return (tp + self.smooth) / ops.maximum(tp + self.alpha * fp + self.beta * fn + self.smooth, EPSILON)
+
+    def class_loss(self, tp, fp, fn):
+        return 1.0 - self.index(tp, fp, fn)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class FocalTverskyLoss(TverskyLoss):
+    """Focal Tversky loss (Abraham & Khan 2019), ``mean_c (1 - TI_c)^gamma``.
+
+    ``gamma < 1`` (default 0.75, the paper's ``1/gamma`` with gamma = 4/3) raises
+    the loss of classes that are already well segmented less than that of hard ones.
+    """
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75, **kwargs):
+        super().__init__(alpha=alpha, beta=beta, **kwargs)
+        self.gamma = float(gamma)
+
+    def class_loss(self, tp, fp, fn):
+        # keep the base away from 0: d/dx x^gamma is infinite there for gamma < 1
+        return ops.power(ops.maximum(1.0 - self.index(tp, fp, fn), EPSILON), self.gamma)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class LovaszSoftmaxLoss(SegmentationLoss):
+    """Lovasz-Softmax loss (Berman et al. 2018): per class, the Lovasz extension of
+    the Jaccard loss evaluated at the pixel errors ``e_i = |t_ic - p_ic|``:
+    ``sum_i e_(i) g_i`` with the errors sorted in decreasing order and ``g`` the
+    increments of ``1 - IoU`` along that order. Equals ``1 - IoU_c`` for hard
+    predictions. Computed over all valid pixels of the batch, averaged over the
+    classes present (``classes="present"``) or all classes, with ``class_weights``.
+    """
+
+    def __init__(self, classes: str = "present", **kwargs):
+        super().__init__(**kwargs)
+        if classes not in ("present", "all"):
+            raise ValueError("classes must be 'present' or 'all'")
+        self.classes = classes
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred, valid = _prepare(y_true, y_pred, self.from_logits)
+        c = y_true.shape[-1]
+        # ignored pixels get error 0: sorted last, they change no term of the sum
+        t = ops.transpose(ops.reshape(y_true, (-1, c)))
+        e = ops.transpose(ops.reshape(ops.abs(y_true - y_pred) * valid, (-1, c)))
+        order = ops.argsort(-e, axis=-1)
+        e_sorted = ops.take_along_axis(e, order, axis=-1)
+        t_sorted = ops.stop_gradient(ops.take_along_axis(t, order, axis=-1))
+        support = ops.sum(t, axis=-1, keepdims=True)
+        inter = support - ops.cumsum(t_sorted, axis=-1)
+        union = support + ops.cumsum(1.0 - t_sorted, axis=-1)
+        jac = 1.0 - inter / ops.maximum(union, 1.0)
+        grad = ops.concatenate([jac[:, :1], jac[:, 1:] - jac[:, :-1]], axis=-1)
+        per_class = ops.sum(e_sorted * grad, axis=-1)
+        return _class_mean(self, per_class, support[:, 0])
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes}
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -153,7 +284,7 @@ class SumLoss(keras.losses.Loss):
             else:
                 flat.append(lo)
                 flat_w.append(float(w))
-        super().__init__(name=name or "+".join(lo.name for lo in flat), **kwargs)
+        super().__init__(name=name or "_plus_".join(lo.name for lo in flat), **kwargs)
         self.losses, self.weights = flat, flat_w
 
     def call(self, y_true, y_pred):
@@ -164,6 +295,11 @@ class SumLoss(keras.losses.Loss):
 
     def __add__(self, other):
         return SumLoss([self, other])
+
+    def __radd__(self, other):  # sum([a, b]) starts from 0
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return SumLoss([other, self])
 
     def __mul__(self, factor):
         return SumLoss([self], [float(factor)])
@@ -179,24 +315,63 @@ LOSSES = {
     "ce": CategoricalCrossentropy,
     "dice": DiceLoss,
     "focal": FocalLoss,
+    "jaccard": JaccardLoss,
+    "tversky": TverskyLoss,
+    "focal_tversky": FocalTverskyLoss,
+    "lovasz": LovaszSoftmaxLoss,
 }
+ALIASES = {"crossentropy": "ce", "categorical_crossentropy": "ce", "iou": "jaccard",
+           "lovasz_softmax": "lovasz", "focaltversky": "focal_tversky"}
+
+
+def _accepted(cls) -> set:
+    """Keyword arguments the constructor of loss class ``cls`` takes."""
+    import inspect
+
+    names = {"name", "reduction", "dtype"}
+    for klass in cls.__mro__:
+        if klass is keras.losses.Loss:
+            break
+        if "__init__" in vars(klass):
+            names |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    return names
 
 
 def get(spec: str, **kwargs) -> keras.losses.Loss:
-    """A loss from a name: ``ce``, ``dice``, ``focal``, or a sum such as ``dice+focal``
-    or ``dice+0.5*focal``."""
-    parts = [p.strip() for p in str(spec).split("+")]
+    """A loss from a name or a weighted sum of names.
+
+    Names: ``ce``, ``dice``, ``focal``, ``jaccard``, ``tversky``, ``focal_tversky``,
+    ``lovasz``; sums such as ``dice+focal`` or ``dice+0.5*focal``. Keyword
+    arguments (``from_logits``, ``class_weights``, ``gamma``, ...) go to every
+    loss of the sum whose constructor takes them.
+    """
+    parts = [p.strip() for p in str(spec).replace(" ", "").split("+")]
     losses, weights = [], []
     for part in parts:
-        w, _, nm = part.rpartition("*")
+        a, _, b = part.rpartition("*")
+        nm, w = (b, a) if a else (b, "")
+        if a and (_norm(a) in LOSSES or _norm(a) in ALIASES):  # "focal*0.5"
+            nm, w = a, b
+        nm = _norm(nm)
+        nm = ALIASES.get(nm, nm)
         try:
             weight = float(w) if w else 1.0
         except ValueError:
             weight = None
         if weight is None or nm not in LOSSES:
-            raise KsegError(f"unknown loss {spec!r}: use {', '.join(LOSSES)} or a sum such as dice+focal")
-        losses.append(LOSSES[nm](**kwargs))
+            raise KsegError(f"unknown loss {spec!r}: use {', '.join(LOSSES)} or a weighted sum "
+                            "such as dice+0.5*focal")
+        cls = LOSSES[nm]
+        ok = _accepted(cls)
+        losses.append(cls(**{k: v for k, v in kwargs.items() if k in ok}))
         weights.append(weight)
+    unused = set(kwargs) - set().union(*(_accepted(type(lo)) for lo in losses))
+    if unused:
+        raise KsegError(f"loss {spec!r} takes no argument {', '.join(sorted(unused))}")
     if len(losses) == 1 and weights[0] == 1.0:
         return losses[0]
     return SumLoss(losses, weights)
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
