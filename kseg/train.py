@@ -13,7 +13,8 @@ The output folder (``--out``, default ``runs/<mask>-<model>-<backbone>``) gets:
 - ``curves.png``        learning curves
 - ``predictions.png``   input / truth / prediction for a few validation images
 - ``metrics.json``      validation pixel accuracy, mIoU and per-class IoU of best.keras
-- ``saved_model/``      a SavedModel whose serving function takes raw RGB batches
+- ``saved_model/``      a SavedModel whose serving function takes uint8 RGB images of any size,
+                        with ``model.tflite`` inside (see kseg.export)
 
 Running the same command again resumes an interrupted run from its last
 finished epoch (Keras BackupAndRestore in ``<out>/.backup``).
@@ -40,7 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m kseg.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--mask", default=DEFAULTS["mask"], help="regions (8 classes) or surfaces (3 classes)")
-    p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: find or download)")
+    p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: find or download); "
+                                                "with --data-format folder: a folder holding images/ and masks/")
+    p.add_argument("--data-format", choices=("iccv09", "folder"), default="iccv09",
+                   help="folder: your own images/ + masks/ (see kseg.data.folder; palette.json or classes.txt "
+                        "in the folder name the classes)")
     p.add_argument("--model", default=DEFAULTS["model"], help="architecture (see kseg.models.list_models())")
     p.add_argument("--backbone", default=DEFAULTS["backbone"], help="encoder (see kseg.models.list_backbones())")
     p.add_argument("--encoder-weights", default=None, help="none, imagenet, or a weights file")
@@ -59,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output folder (default runs/<mask>-<model>-<backbone>)")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="off", help="XLA compilation")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--no-tflite", action="store_true", help="export the SavedModel without saved_model/model.tflite")
     p.add_argument("--cache-dir", default=None, help="where parsed labels are cached")
     p.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: progress bar on a tty)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -83,7 +89,10 @@ def validate(args):
     if args.encoder_weights in ("none", "None", ""):
         args.encoder_weights = None
     if args.out is None:
-        args.out = os.path.join("runs", f"{args.mask}-{args.model}-{args.backbone}")
+        args.out = os.path.join("runs", f"{args.mask if args.data_format == 'iccv09' else 'folder'}-{args.model}-"
+                                        f"{args.backbone}")
+    if args.data_format == "folder" and not args.data:
+        raise KsegError("--data-format folder needs --data: a folder holding images/ and masks/")
     return args
 
 
@@ -125,12 +134,19 @@ def run(args) -> dict:
 
     keras.utils.set_random_seed(args.seed)
     t0 = time.time()
-    train_ds, val_ds, info = iccv09_datasets(args.data, mask=args.mask, size=args.size,
-                                             batch_size=args.batch_size, val_split=args.val_split,
-                                             seed=args.seed, sparse=args.sparse, augment=args.augment,
-                                             limit=args.limit, cache_dir=args.cache_dir, quiet=False)
+    if args.data_format == "folder":
+        from kseg.data import folder_datasets
+
+        train_ds, val_ds, info = folder_datasets(args.data, size=args.size, batch_size=args.batch_size,
+                                                 val_split=args.val_split, seed=args.seed, sparse=args.sparse,
+                                                 augment=args.augment, limit=args.limit)
+    else:
+        train_ds, val_ds, info = iccv09_datasets(args.data, mask=args.mask, size=args.size,
+                                                 batch_size=args.batch_size, val_split=args.val_split,
+                                                 seed=args.seed, sparse=args.sparse, augment=args.augment,
+                                                 limit=args.limit, cache_dir=args.cache_dir, quiet=False)
     ds = info["dataset"]
-    print(f"kseg: {len(ds)} images from {ds.root} ({args.mask}: {ds.num_classes} classes), "
+    print(f"kseg: {len(ds)} images from {ds.root} ({ds.mask}: {ds.num_classes} classes), "
           f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation, "
           f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s", flush=True)
 
@@ -169,13 +185,13 @@ def run(args) -> dict:
 
     best = load_model(best_path) if best_path.exists() else model
     report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json",
-                              extra={"mask": args.mask, "model": args.model, "backbone": args.backbone,
+                              extra={"mask": ds.mask, "model": args.model, "backbone": args.backbone,
                                      "epochs": args.epochs, "size": list(args.size),
                                      "train_images": len(info["train_idx"]),
                                      "val_images": len(info["val_idx"])})
     save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")
     if not args.no_export:
-        export_saved_model(best, out / "saved_model")
+        export_saved_model(best, out / "saved_model", tflite=not args.no_tflite)
     print(f"kseg: validation pixel accuracy {report['pixel_accuracy']:.4f}, mIoU {report['miou']:.4f} "
           f"(best.keras); outputs in {out}", flush=True)
     np.random.seed(None)
@@ -241,7 +257,8 @@ def save_predictions(model, ds, val_idx, size, path, n: int = 4) -> None:
         images.append(img)
         truths.append(lab)
     preds = np.argmax(model.predict(np.stack(images), verbose=0), -1)
-    save_prediction_grid(path, images, truths, preds, ds.class_names, ds.mask)
+    colors = getattr(ds, "colors", None)  # a folder dataset's palette file, if it had one
+    save_prediction_grid(path, images, truths, preds, ds.class_names, ds.mask if colors is None else colors)
 
 
 class CurvesCallback:

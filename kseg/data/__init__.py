@@ -1,9 +1,10 @@
-"""Data: the iccv09 loader, the tf.data pipeline and joint augmentation."""
+"""Data: the iccv09 and folder loaders, the tf.data pipeline and joint augmentation."""
 
 from kseg.data.iccv09 import (CLASS_NAMES, MASKS, Iccv09, extract_archive, find_iccv09,  # noqa: F401
                               load_iccv09, parse_label_text, read_label_file, verify_layout)
 from kseg.data.pipeline import (IGNORE_INDEX, check_size, make_dataset, split_indices,  # noqa: F401
                                 to_one_hot, to_sparse)
+from kseg.data.folder import FolderDataset, folder, folder_datasets, read_palette  # noqa: F401
 
 
 def iccv09_datasets(data=None, mask="surfaces", size=(224, 224), batch_size=16, val_split=0.2,
