@@ -7,7 +7,19 @@ set as one batch, never an average of per-batch values. Pixels whose one-hot
 target is an all-zero row (or whose sparse target is negative or >= C, e.g.
 255) are ignored.
 
-:func:`confusion_matrix` and :func:`scores` do the same in NumPy for reports.
+Metrics (``class_id=k`` gives one class's score instead of the mean):
+
+- :class:`PixelAccuracy` ``pixel_accuracy``  sum_c TP_c / N
+- :class:`MeanClassAccuracy` ``mean_accuracy``  mean over classes in the truth of TP_c / T_c
+- :class:`MeanIoU` ``miou``, :class:`IoU`  TP / (TP + FP + FN)
+- :class:`FrequencyWeightedIoU` ``fw_iou``  sum_c (T_c / N) IoU_c (FCN paper)
+- :class:`DiceScore` (= :data:`F1Score`) ``mean_dice``  2 TP / (2 TP + FP + FN)
+- :class:`Precision` ``mean_precision``  TP / (TP + FP);  :class:`Recall` ``mean_recall``  TP / (TP + FN)
+
+A class absent from both truth and prediction is left out of every mean (and a
+per-class metric of such a class is NaN). :func:`segmentation_metrics` returns
+them all for ``compile``. :func:`confusion_matrix` and :func:`scores` do the same
+in NumPy for reports.
 """
 
 from __future__ import annotations
@@ -68,18 +80,94 @@ def _iou_terms(cm):
     return tp, truth, pred, union
 
 
-@keras.saving.register_keras_serializable(package="kseg")
-class MeanIoU(ConfusionMatrixMetric):
-    """mIoU: mean over classes present (in truth or prediction) of TP / (TP + FP + FN)."""
+def _ratio(num, den):
+    """num / den where den > 0, else 0 (an undefined ratio of a present class counts as 0)."""
+    return ops.where(den > 0, num / ops.maximum(den, 1.0), 0.0)
 
-    def __init__(self, num_classes, name="miou", dtype=None):
+
+class ClassScoreMetric(ConfusionMatrixMetric):
+    """Base of the per-class scores (IoU, Dice, precision, recall).
+
+    With ``class_id=None`` the result is the mean over the classes present in the
+    truth or the prediction (a class absent from both is left out); with
+    ``class_id=k`` it is class ``k``'s score, NaN when ``k`` is absent from both.
+    """
+
+    prefix = ""
+
+    def __init__(self, num_classes, class_id=None, name=None, dtype=None):
+        if class_id is not None and not 0 <= int(class_id) < int(num_classes):
+            raise ValueError(f"class_id {class_id} out of range for {num_classes} classes")
+        if name is None:
+            name = f"mean_{self.prefix}" if class_id is None else f"{self.prefix}_{class_id}"
         super().__init__(num_classes, name=name, dtype=dtype)
+        self.class_id = None if class_id is None else int(class_id)
+
+    def per_class(self, tp, truth, pred, union):
+        raise NotImplementedError
 
     def result(self):
-        tp, _, _, union = _iou_terms(self._cm())
-        present = ops.cast(union > 0, "float32")
-        iou = tp / ops.maximum(union, 1.0)
-        return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
+        tp, truth, pred, union = _iou_terms(self._cm())
+        score = self.per_class(tp, truth, pred, union)
+        present = union > 0
+        if self.class_id is not None:
+            return ops.where(present[self.class_id], score[self.class_id], float("nan"))
+        present = ops.cast(present, "float32")
+        return ops.sum(score * present) / ops.maximum(ops.sum(present), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "class_id": self.class_id}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class IoU(ClassScoreMetric):
+    """Intersection over union of one class (``class_id``) or their mean: TP / (TP + FP + FN)."""
+
+    prefix = "iou"
+
+    def per_class(self, tp, truth, pred, union):
+        return _ratio(tp, union)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MeanIoU(IoU):
+    """mIoU: mean over classes present (in truth or prediction) of TP / (TP + FP + FN)."""
+
+    def __init__(self, num_classes, name="miou", dtype=None, class_id=None):
+        super().__init__(num_classes, class_id=class_id, name=name, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class DiceScore(ClassScoreMetric):
+    """Dice = F1 of one class or their mean: 2 TP / (2 TP + FP + FN) = 2 TP / (|truth| + |pred|)."""
+
+    prefix = "dice"
+
+    def per_class(self, tp, truth, pred, union):
+        return _ratio(2.0 * tp, truth + pred)
+
+
+F1Score = DiceScore
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class Precision(ClassScoreMetric):
+    """Precision of one class or their mean: TP / (TP + FP) (0 for a class in the truth only)."""
+
+    prefix = "precision"
+
+    def per_class(self, tp, truth, pred, union):
+        return _ratio(tp, pred)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class Recall(ClassScoreMetric):
+    """Recall of one class or their mean: TP / (TP + FN) (0 for a class in the prediction only)."""
+
+    prefix = "recall"
+
+    def per_class(self, tp, truth, pred, union):
+        return _ratio(tp, truth)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -94,6 +182,44 @@ class PixelAccuracy(ConfusionMatrixMetric):
         return ops.sum(ops.diagonal(cm)) / ops.maximum(ops.sum(cm), 1.0)
 
 
+@keras.saving.register_keras_serializable(package="kseg")
+class MeanClassAccuracy(ConfusionMatrixMetric):
+    """Mean class accuracy (FCN): mean over the classes in the truth of TP_c / |truth_c|."""
+
+    def __init__(self, num_classes, name="mean_accuracy", dtype=None):
+        super().__init__(num_classes, name=name, dtype=dtype)
+
+    def result(self):
+        tp, truth, _, _ = _iou_terms(self._cm())
+        seen = ops.cast(truth > 0, "float32")
+        return ops.sum(_ratio(tp, truth) * seen) / ops.maximum(ops.sum(seen), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class FrequencyWeightedIoU(ConfusionMatrixMetric):
+    """Frequency-weighted IoU (FCN): sum_c (|truth_c| / N) IoU_c."""
+
+    def __init__(self, num_classes, name="fw_iou", dtype=None):
+        super().__init__(num_classes, name=name, dtype=dtype)
+
+    def result(self):
+        tp, truth, _, union = _iou_terms(self._cm())
+        return ops.sum(truth * _ratio(tp, union)) / ops.maximum(ops.sum(truth), 1.0)
+
+
+def segmentation_metrics(num_classes: int, class_names=None, per_class: bool = False) -> list:
+    """The full set for ``model.compile(metrics=...)``: pixel accuracy, mean class accuracy,
+    mIoU, frequency-weighted IoU, mean Dice, precision and recall; with ``per_class=True``
+    also IoU per class, named ``iou_<class name>``."""
+    out = [PixelAccuracy(num_classes), MeanClassAccuracy(num_classes), MeanIoU(num_classes),
+           FrequencyWeightedIoU(num_classes), DiceScore(num_classes), Precision(num_classes),
+           Recall(num_classes)]
+    if per_class:
+        names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        out += [IoU(num_classes, k, name="iou_" + "_".join(str(names[k]).split())) for k in range(num_classes)]
+    return out
+
+
 # --------------------------------------------------------------------------- NumPy
 
 
@@ -101,17 +227,33 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """C x C int64 confusion matrix of two label maps (rows truth); true ids < 0 or >= C are ignored."""
     t = np.asarray(y_true).ravel().astype(np.int64)
     p = np.asarray(y_pred).ravel().astype(np.int64)
+    if t.shape != p.shape:
+        raise ValueError(f"truth has {t.size} pixels but prediction {p.size}")
     ok = (t >= 0) & (t < num_classes)
+    if ok.any() and (p[ok].min() < 0 or p[ok].max() >= num_classes):
+        raise ValueError(f"predicted class ids must lie in [0, {num_classes})")
     return np.bincount(t[ok] * num_classes + p[ok], minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
 def scores(cm, class_names=None) -> dict:
-    """Scores from a confusion matrix: pixel accuracy, mean class accuracy, IoU per class, mIoU,
-    frequency-weighted IoU and Dice per class and mean. A class absent from both truth and
-    prediction has ``None`` for its IoU and Dice and is left out of the means."""
+    """Every score of a confusion matrix (rows truth, columns prediction), as plain Python values.
+
+    Keys: ``pixel_accuracy``; ``mean_accuracy`` (FCN's mean class accuracy, over the
+    classes in the truth); ``miou``, ``mean_dice``, ``mean_precision``, ``mean_recall``
+    (means over the classes present in truth or prediction); ``fw_iou`` (FCN's
+    frequency-weighted IoU); per class ``{name: value}`` dicts ``iou``, ``dice``,
+    ``precision``, ``recall``, ``accuracy`` (= recall, ``None`` for a class not in the
+    truth), ``support`` (truth pixels) and ``predicted`` (predicted pixels);
+    ``pixels``, ``class_names``, ``present`` and ``absent`` (class names). A class absent
+    from both truth and prediction has ``None`` for its scores and is left out of the means.
+    A present class whose precision or recall is 0/0 (never predicted, or not in the truth)
+    scores 0 there. Means over no class are NaN.
+    """
     cm = np.asarray(cm, dtype=np.float64)
     c = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"{len(names)} class names for a {c}x{c} confusion matrix")
     tp = np.diag(cm)
     truth, pred = cm.sum(1), cm.sum(0)
     union = truth + pred - tp
@@ -119,23 +261,35 @@ def scores(cm, class_names=None) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(present, tp / union, np.nan)
         dice = np.where(present, 2 * tp / (truth + pred), np.nan)
+        precision = np.where(present, np.where(pred > 0, tp / pred, 0.0), np.nan)
+        recall = np.where(present, np.where(truth > 0, tp / truth, 0.0), np.nan)
         acc = np.where(truth > 0, tp / truth, np.nan)
     total = cm.sum()
-    freq = truth / total if total else np.zeros(c)
-    fw = float(np.nansum(freq * np.nan_to_num(iou))) if total else float("nan")
+    fw = float(np.sum(truth * np.nan_to_num(iou)) / total) if total else float("nan")
+
+    def mean(v):
+        return float(np.nanmean(v)) if not np.isnan(v).all() else float("nan")
 
     def named(v):
         return {n: (None if np.isnan(x) else float(x)) for n, x in zip(names, v)}
 
     return {
         "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
-        "mean_accuracy": float(np.nanmean(acc)) if (truth > 0).any() else float("nan"),
-        "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
+        "mean_accuracy": mean(acc),
+        "miou": mean(iou),
         "fw_iou": fw,
-        "mean_dice": float(np.nanmean(dice)) if present.any() else float("nan"),
+        "mean_dice": mean(dice),
+        "mean_precision": mean(precision),
+        "mean_recall": mean(recall),
         "iou": named(iou),
         "dice": named(dice),
+        "precision": named(precision),
+        "recall": named(recall),
         "accuracy": named(acc),
+        "support": {n: int(v) for n, v in zip(names, truth)},
+        "predicted": {n: int(v) for n, v in zip(names, pred)},
         "pixels": int(total),
+        "class_names": names,
+        "present": [n for n, p in zip(names, present) if p],
         "absent": [n for n, p in zip(names, present) if not p],
     }
