@@ -1,0 +1,435 @@
+"""Evaluate a trained model on iccv09: ``python -m kseg.evaluate --model best.keras --mask surfaces``.
+
+One confusion matrix over the whole evaluation set gives every score (see
+:mod:`kseg.metrics`). The output folder (``--out``, default ``<model folder>/eval``) gets:
+
+- ``report.json``           scores (pixel accuracy, mean class accuracy, mIoU, fw-IoU, Dice,
+                            precision, recall, per class), the confusion matrix, per-image mIoU,
+                            and with post-processing its scores and the change it brings
+- ``confusion_matrix.png``  row-normalised, with class names (``..._postprocessed.png`` too)
+- ``worst.png``             the images with the lowest mIoU: image, truth, prediction
+
+and the terminal a per-class table. ``--model`` is a ``.keras`` file or a
+SavedModel folder (its ``serving_default`` signature). The split is the one
+``kseg.train`` used when ``--val-split``, ``--seed`` and ``--limit`` match.
+
+Post-processing (``--open K``, ``--close K``, ``--min-region N``, ``--pp-classes``)
+applies :mod:`kseg.postprocess` to each predicted map before scoring it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kseg.errors import KsegError, cli_entry
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m kseg.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="a .keras file or a SavedModel folder")
+    p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: find it)")
+    p.add_argument("--mask", default="surfaces", help="regions (8 classes) or surfaces (3 classes)")
+    p.add_argument("--size", default=None, help="H or HxW, multiples of 32 (default: the model's input "
+                                                "size, else 224)")
+    p.add_argument("--split", default="val", choices=("val", "all"), help="the validation split or every image")
+    p.add_argument("--val-split", type=float, default=0.2, help="validation fraction (as in training)")
+    p.add_argument("--seed", type=int, default=42, help="split seed (as in training)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images (as in training)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="output folder (default: <model folder>/eval)")
+    p.add_argument("--worst", type=int, default=6, help="how many of the worst images to draw")
+    p.add_argument("--open", type=int, default=0, metavar="K", help="post-process: opening with a KxK kernel")
+    p.add_argument("--close", type=int, default=0, metavar="K", help="post-process: closing with a KxK kernel")
+    p.add_argument("--min-region", default=None, metavar="N",
+                   help="post-process: remove regions under N pixels; N or per class, e.g. sky=200,vertical=50")
+    p.add_argument("--pp-classes", default=None, help="post-process only these classes (names or ids, "
+                                                      "comma-separated)")
+    p.add_argument("--cache-dir", default=None, help="where parsed labels are cached")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_predictor(path):
+    """``(predict, info)`` for a ``.keras`` file or a SavedModel folder.
+
+    ``predict(images)`` takes a float32 (N, H, W, 3) batch of raw RGB in [0, 255]
+    and returns NumPy class scores (N, H, W, C) or class ids (N, H, W). ``info``
+    has ``format`` and ``input_size`` ((H, W) or None).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise KsegError(f"{path}: no such model file or folder")
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            hint = " (it holds best.keras: pass that file)" if (path / "best.keras").exists() else ""
+            raise KsegError(f"{path}: not a SavedModel folder, no saved_model.pb{hint}")
+        return _saved_model_predictor(path)
+    from kseg.export import load_model
+
+    model = load_model(path)
+    shape = tuple(model.input_shape)
+    size = tuple(shape[1:3]) if len(shape) == 4 and None not in shape[1:3] else None
+
+    def predict(images):
+        return np.asarray(model.predict_on_batch(images))
+
+    return predict, {"format": "keras", "input_size": size}
+
+
+def _saved_model_predictor(path):
+    import tensorflow as tf
+
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as err:  # TF raises many types for a broken folder
+        raise KsegError(f"{path}: cannot load the SavedModel ({type(err).__name__}: {err})") from None
+    sig = getattr(obj, "signatures", {}).get("serving_default")
+    if sig is None:
+        raise KsegError(f"{path}: the SavedModel has no serving_default signature")
+    args, kwargs = sig.structured_input_signature
+    specs = list(args) + list(kwargs.values())
+    if len(specs) != 1:
+        raise KsegError(f"{path}: serving_default takes {len(specs)} inputs, expected one image batch")
+    name = next(iter(kwargs)) if kwargs else None
+    spec = specs[0]
+    dtype = spec.dtype
+    size = None
+    if spec.shape.rank == 4 and spec.shape[1] is not None and spec.shape[2] is not None:
+        size = (int(spec.shape[1]), int(spec.shape[2]))
+
+    def predict(images):
+        x = np.asarray(images, np.float32)
+        if dtype.is_integer:  # e.g. uint8 images: round the resized floats back
+            x = np.clip(np.rint(x), dtype.min, dtype.max)
+        x = tf.convert_to_tensor(x, dtype)
+        out = sig(**{name: x}) if name else sig(x)
+        if isinstance(out, dict):
+            keys = sorted(out)
+            key = next((k for k in keys if "prob" in k), None) or (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                key = next((k for k in keys if out[k].shape.rank == 4), keys[0])
+            out = out[key]
+        return np.asarray(out)
+
+    return predict, {"format": "saved_model", "input_size": size}
+
+
+def to_labels(output, num_classes: int) -> np.ndarray:
+    """Class ids (N, H, W) from a model's scores (N, H, W, C) or ids; checks the class count."""
+    out = np.asarray(output)
+    if out.ndim == 4 and out.shape[-1] == 1 and np.issubdtype(out.dtype, np.integer):
+        out = out[..., 0]
+    if out.ndim == 4:
+        if out.shape[-1] != num_classes:
+            raise KsegError(f"the model predicts {out.shape[-1]} classes but the labels have {num_classes}: "
+                            "check --mask")
+        return np.argmax(out, -1)
+    if out.ndim == 3 and np.issubdtype(out.dtype, np.integer):
+        return out.astype(np.int64)
+    raise KsegError(f"cannot read the model's output of shape {out.shape} as class scores")
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def image_scores(truth, pred, num_classes: int) -> dict:
+    """Pixel accuracy and mIoU of one image (classes present in its truth or prediction)."""
+    from kseg.metrics import confusion_matrix
+
+    cm = confusion_matrix(truth, pred, num_classes).astype(np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    total = cm.sum()
+    return {"miou": float((tp[present] / union[present]).mean()) if present.any() else None,
+            "pixel_accuracy": float(tp.sum() / total) if total else None}
+
+
+def evaluate(predict, batches, num_classes: int, ids=None, postprocess: dict | None = None,
+             worst: int = 6) -> dict:
+    """Run ``predict`` over ``batches`` of ``(images, labels)`` (labels: ids, negative or
+    >= C ignored) and accumulate confusion matrices.
+
+    Returns ``cm`` (and ``cm_postprocessed`` if ``postprocess`` holds options for
+    :func:`kseg.postprocess.postprocess`), ``per_image`` (id, mIoU, pixel accuracy,
+    and the post-processed mIoU) and ``worst``: up to ``worst`` tuples
+    ``(miou, id, image, truth, prediction)``, lowest mIoU first.
+    """
+    from kseg.metrics import confusion_matrix
+    from kseg.postprocess import postprocess as pp
+
+    c = num_classes
+    cm = np.zeros((c, c), np.int64)
+    cm_pp = np.zeros((c, c), np.int64) if postprocess else None
+    per_image, heap, n = [], [], 0
+    for images, labels in batches:
+        images = np.asarray(images)
+        labels = np.asarray(labels).astype(np.int64)
+        labels = np.where((labels < 0) | (labels >= c), -1, labels)
+        preds = to_labels(predict(images), c)
+        if preds.shape != labels.shape:
+            raise KsegError(f"the model returned maps of {preds.shape[1:]} for labels of {labels.shape[1:]}")
+        for i in range(len(images)):
+            ident = ids[n] if ids is not None else str(n)
+            cm += confusion_matrix(labels[i], preds[i], c)
+            row = {"id": ident, **image_scores(labels[i], preds[i], c)}
+            shown = preds[i]
+            if postprocess:
+                post = pp(preds[i], **postprocess)
+                cm_pp += confusion_matrix(labels[i], post, c)
+                row["miou_postprocessed"] = image_scores(labels[i], post, c)["miou"]
+            per_image.append(row)
+            if worst > 0 and row["miou"] is not None:
+                item = (-row["miou"], -n, ident, np.clip(images[i], 0, 255).astype(np.uint8),
+                        labels[i].astype(np.int8), shown.astype(np.int8))
+                if len(heap) < worst:
+                    heapq.heappush(heap, item)
+                elif item[:2] > heap[0][:2]:
+                    heapq.heapreplace(heap, item)
+            n += 1
+    worst_list = [(-m, ident, im, t, p) for m, _, ident, im, t, p in sorted(heap, key=lambda e: e[:2], reverse=True)]
+    out = {"cm": cm, "per_image": per_image, "worst": worst_list, "images": n}
+    if postprocess:
+        out["cm_postprocessed"] = cm_pp
+    return out
+
+
+SCALARS = ("pixel_accuracy", "mean_accuracy", "miou", "fw_iou", "mean_dice", "mean_precision", "mean_recall")
+PER_CLASS = ("iou", "dice", "precision", "recall")
+
+
+def change(before: dict, after: dict) -> dict:
+    """``after - before`` for the scalar scores and the per-class ones (None where either is None)."""
+    def diff(a, b):
+        return None if a is None or b is None or _nan(a) or _nan(b) else b - a
+
+    out = {k: diff(before[k], after[k]) for k in SCALARS}
+    for k in PER_CLASS:
+        out[k] = {n: diff(before[k][n], after[k][n]) for n in before[k]}
+    return out
+
+
+def _nan(v):
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _clean(obj):
+    """JSON-safe: NaN becomes null, NumPy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def format_table(report: dict, post: dict | None = None) -> str:
+    """The per-class table and the summary lines printed on the terminal."""
+    names = report["class_names"]
+    width = max(12, *(len(n) for n in names)) + 2
+
+    def f(v):
+        return "   -  " if v is None or _nan(v) else f"{v:6.4f}"
+
+    head = f"{'class':<{width}}{'IoU':>8}{'Dice':>8}{'Prec.':>8}{'Recall':>8}{'pixels':>12}"
+    if post:
+        head += f"{'IoU pp':>9}{'change':>9}"
+    lines = [head, "-" * len(head)]
+    for n in names:
+        line = (f"{n:<{width}}{f(report['iou'][n]):>8}{f(report['dice'][n]):>8}"
+                f"{f(report['precision'][n]):>8}{f(report['recall'][n]):>8}{report['support'][n]:>12,}")
+        if post:
+            d = None if report["iou"][n] is None or post["iou"][n] is None else post["iou"][n] - report["iou"][n]
+            line += f"{f(post['iou'][n]):>9}{'   -' if d is None else f'{d:+.4f}':>9}"
+        if n in report["absent"]:
+            line += "  (absent)"
+        lines.append(line)
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':<{width}}{f(report['miou']):>8}{f(report['mean_dice']):>8}"
+                 f"{f(report['mean_precision']):>8}{f(report['mean_recall']):>8}{report['pixels']:>12,}"
+                 + (f"{f(post['miou']):>9}{post['miou'] - report['miou']:>+9.4f}" if post else ""))
+    lines.append(f"pixel accuracy {f(report['pixel_accuracy'])}   mean class accuracy "
+                 f"{f(report['mean_accuracy'])}   frequency-weighted IoU {f(report['fw_iou'])}")
+    if post:
+        lines.append(f"post-processed: pixel accuracy {f(post['pixel_accuracy'])} "
+                     f"({post['pixel_accuracy'] - report['pixel_accuracy']:+.4f}), mIoU {f(post['miou'])} "
+                     f"({post['miou'] - report['miou']:+.4f})")
+    if report["absent"]:
+        lines.append(f"absent from truth and prediction (left out of the means): {', '.join(report['absent'])}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _class_ids(spec, class_names, what):
+    ids = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.isdigit() and int(part) < len(class_names):
+            ids.append(int(part))
+        elif part in class_names:
+            ids.append(list(class_names).index(part))
+        else:
+            raise KsegError(f"bad {what} {part!r}: give class names or ids from {', '.join(class_names)}")
+    return ids
+
+
+def postprocess_options(args, class_names) -> dict | None:
+    """The :func:`kseg.postprocess.postprocess` options from the command line (None: none asked)."""
+    for flag, k in (("--open", args.open), ("--close", args.close)):
+        if k and (k < 3 or k % 2 == 0):
+            raise KsegError(f"bad {flag} {k}: give an odd kernel size of 3 or more (or 0 for none)")
+        if k < 0:
+            raise KsegError(f"bad {flag} {k}: give an odd kernel size of 3 or more (or 0 for none)")
+    classes = _class_ids(args.pp_classes, class_names, "--pp-classes") if args.pp_classes else None
+    min_size = 0
+    if args.min_region:
+        spec = str(args.min_region)
+        if "=" in spec:
+            min_size = {}
+            for part in spec.split(","):
+                name, _, val = part.partition("=")
+                (cid,) = _class_ids(name, class_names, "--min-region class")
+                min_size[cid] = _positive(val, "--min-region")
+        else:
+            min_size = _positive(spec, "--min-region")
+    if not (args.open or args.close or min_size):
+        if classes is not None:
+            raise KsegError("--pp-classes needs --open, --close or --min-region")
+        return None
+    return {"opening_kernel": args.open, "closing_kernel": args.close, "min_size": min_size, "classes": classes}
+
+
+def _positive(val, flag):
+    try:
+        v = int(val)
+    except ValueError:
+        v = -1
+    if v < 1:
+        raise KsegError(f"bad {flag} {val!r}: give a positive number of pixels, e.g. 50 or sky=200")
+    return v
+
+
+def run(args) -> dict:
+    """Evaluate as the parsed ``args`` say; write the outputs and return the report."""
+    from kseg.data import CLASS_NAMES, MASKS, check_size
+
+    if args.mask not in MASKS:
+        raise KsegError(f"unknown --mask {args.mask!r}: choose one of {', '.join(MASKS)}")
+    if args.batch_size < 1:
+        raise KsegError(f"bad --batch-size {args.batch_size}: give a positive integer")
+    if args.split == "val" and not 0.0 < args.val_split < 1.0:
+        raise KsegError(f"bad --val-split {args.val_split}: give a fraction between 0 and 1, e.g. 0.2")
+    if args.limit is not None and args.limit < 1:
+        raise KsegError(f"bad --limit {args.limit}: give a positive integer")
+    class_names = list(CLASS_NAMES[args.mask])
+    pp_opts = postprocess_options(args, class_names)
+    model_path = Path(args.model)
+    if args.out:
+        out = Path(args.out)
+    elif model_path.is_dir():  # runs/x/saved_model -> runs/x/saved_model-eval
+        out = model_path.parent / f"{model_path.name}-eval"
+    else:  # runs/x/best.keras -> runs/x/eval
+        out = model_path.parent / "eval"
+
+    t0 = time.time()
+    predict, info = load_predictor(model_path)
+    size = check_size(args.size or info["input_size"] or 224)
+
+    from kseg.data import load_iccv09, make_dataset, split_indices
+
+    ds = load_iccv09(args.data, mask=args.mask, cache_dir=args.cache_dir, limit=args.limit)
+    if args.split == "all":
+        idx = np.arange(len(ds))
+    else:
+        idx = split_indices(len(ds), args.val_split, args.seed)[1]
+    if len(idx) == 0:
+        raise KsegError("no images to evaluate: use more images or --split all")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KsegError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    data = make_dataset([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx], ds.num_classes,
+                        size, args.batch_size, sparse=True)
+    ids = [ds.ids[i] for i in idx]
+    print(f"kseg: evaluating {model_path} ({info['format']}) on {len(idx)} images "
+          f"({args.split} split of {len(ds)}, {args.mask}) at {size[0]}x{size[1]}", flush=True)
+    res = evaluate(predict, ((x.numpy(), y.numpy()) for x, y in data), ds.num_classes, ids=ids,
+                   postprocess=pp_opts, worst=args.worst)
+
+    from kseg.metrics import scores
+    from kseg.viz import plot_confusion_matrix, save_captioned_grid
+
+    report = scores(res["cm"], class_names)
+    cm = res["cm"]
+    rows = cm.sum(1, keepdims=True)
+    report.update({
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalized": np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0).tolist(),
+        "model": str(model_path), "model_format": info["format"], "data": str(ds.root), "mask": args.mask,
+        "split": args.split, "val_split": args.val_split if args.split == "val" else None, "seed": args.seed,
+        "limit": args.limit, "size": list(size), "images": res["images"],
+        "per_image": res["per_image"], "worst": [w[1] for w in res["worst"]],
+    })
+    files = {"report": str(out / "report.json"), "confusion_matrix": str(out / "confusion_matrix.png")}
+    plot_confusion_matrix(out / "confusion_matrix.png", cm, class_names,
+                          title=f"{args.mask}: confusion matrix ({res['images']} images, rows sum to 1)")
+    post = None
+    if pp_opts:
+        post = scores(res["cm_postprocessed"], class_names)
+        opts = dict(pp_opts)
+        opts["classes"] = None if opts["classes"] is None else [class_names[c] for c in opts["classes"]]
+        if isinstance(opts["min_size"], dict):
+            opts["min_size"] = {class_names[c]: v for c, v in opts["min_size"].items()}
+        report["postprocess"] = {"options": opts, "scores": post,
+                                 "confusion_matrix": res["cm_postprocessed"].tolist(),
+                                 "change": change(report, post)}
+        files["confusion_matrix_postprocessed"] = str(out / "confusion_matrix_postprocessed.png")
+        plot_confusion_matrix(files["confusion_matrix_postprocessed"], res["cm_postprocessed"], class_names,
+                              title=f"{args.mask}: after post-processing (rows sum to 1)")
+    else:
+        report["postprocess"] = None
+    if res["worst"]:
+        files["worst"] = str(out / "worst.png")
+        save_captioned_grid(out / "worst.png", [w[2] for w in res["worst"]], [w[3] for w in res["worst"]],
+                            [w[4] for w in res["worst"]], class_names,
+                            [f"{w[1]}: mIoU {w[0]:.3f}" for w in res["worst"]], args.mask,
+                            title=f"the {len(res['worst'])} worst images by mIoU")
+    report["files"] = files
+    report["seconds"] = round(time.time() - t0, 2)
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(_clean(report), indent=2, allow_nan=False))
+    os.replace(tmp, out / "report.json")
+    print(format_table(report, post))
+    print(f"kseg: wrote {', '.join(Path(p).name for p in files.values())} in {out}", flush=True)
+    return report
+
+
+@cli_entry
+def main(argv=None):
+    args = parse_args(argv)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
