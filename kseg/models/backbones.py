@@ -1,15 +1,30 @@
 """Backbones: networks that only extract feature maps, keyed by their stride.
 
-``features(name, inputs, weights=None)`` runs backbone ``name`` on a Keras tensor
-of raw RGB in [0, 255] (any channel count for kseg's own backbones) and returns
-``{stride: tensor}``; the backbone's preprocessing is part of the graph. Decoders
-pick what they need: U-Net takes every stride, FCN strides 8/16/32, and so on.
+``features(name, inputs, weights=None, output_stride=None)`` runs backbone
+``name`` on a Keras tensor of raw RGB in [0, 255] and returns ``{stride: tensor}``;
+the backbone's preprocessing is part of the graph. Decoders pick what they need:
+U-Net takes every stride, FCN strides 8/16/32, DeepLabV3+ 4 and 32, and so on.
+
+With ``output_stride`` 16 or 8 the backbone is *atrous*: the downsampling past
+that stride is removed and the later convolutions are dilated instead (DeepLab),
+so the keys name the level (2, 4, 8, 16, 32) and the deeper levels stay at the
+output stride's resolution. The weights are the same either way.
 
 - ``plain``: the U-Net paper's encoder, two 3x3 conv-BN-ReLU per level, 64 to
-  1024 filters, strides 1 to 16;
+  1024 filters, strides 1 to 16 (4 poolings); given an ``output_stride`` it adds
+  a fifth pooling and a level at stride 32 (another 1024 filters);
 - ``resnet18`` / ``resnet34``: the ResNet v1 layout of segmentation_models'
   encoders (``bn_data`` input normalisation, pre-activation residual blocks),
-  so kseg's U-Net matches ``sm.Unet`` layer for layer; strides 2 to 32.
+  so kseg's U-Net matches ``sm.Unet`` layer for layer; strides 2 to 32; weights
+  only from a file path;
+- ``vgg16``, ``resnet50``, ``mobilenetv2``, ``efficientnetb0``: built on
+  ``keras.applications`` (a nested sub-model named ``<backbone>_encoder``), so
+  ``weights="imagenet"`` loads the official ImageNet weights (Keras downloads
+  them once into ``$KERAS_HOME/models``) and a path loads that file. vgg16 also
+  gives stride 1. Their preprocessing (``caffe`` mean subtraction and BGR order
+  for vgg16/resnet50, [-1, 1] for mobilenetv2, EfficientNet's own
+  normalisation) sits in front as Keras layers. Other input channel counts
+  work with ``weights=None``.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ import keras
 from keras import layers
 
 from kseg.errors import KsegError
+from kseg.models.layers import ReverseChannels
 
 BACKBONES: dict[str, callable] = {}
 
@@ -35,13 +51,32 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
-def features(name: str, inputs, weights=None) -> dict[int, object]:
-    """Feature maps ``{stride: tensor}`` of backbone ``name`` applied to ``inputs``."""
+# backbones whose level-s map is the input of a 2x2 max pooling (SegNet needs them; FCN scores their pool outputs)
+POOLING_BACKBONES = ("plain", "vgg16")
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def features(name: str, inputs, weights=None, output_stride: int | None = None, **kwargs) -> dict[int, object]:
+    """Feature maps ``{stride: tensor}`` of backbone ``name`` applied to ``inputs``.
+
+    ``output_stride`` (8, 16 or 32) makes the deeper levels atrous; ``None`` is
+    the backbone's own layout (32, or 16 for ``plain``, the U-Net paper's).
+    Extra keyword arguments go to the backbone (e.g. ``filters`` for ``plain``).
+    """
     try:
         fn = BACKBONES[name]
     except KeyError:
         raise KsegError(f"unknown backbone {name!r}: choose one of {', '.join(list_backbones())}") from None
-    return fn(inputs, weights=weights)
+    if output_stride is not None and output_stride not in OUTPUT_STRIDES:
+        raise KsegError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if output_stride is not None:
+        kwargs["output_stride"] = output_stride
+    return fn(inputs, weights=weights, **kwargs)
+
+
+def encoder_layers(inputs, feats: dict) -> list:
+    """The layers between ``inputs`` and the feature maps (input layer excluded): what ``encoder_freeze`` freezes."""
+    return list(keras.Model(inputs, [feats[k] for k in sorted(feats)]).layers[1:])
 
 
 def load_encoder_weights(model: keras.Model, weights, name: str) -> None:
@@ -62,18 +97,27 @@ def load_encoder_weights(model: keras.Model, weights, name: str) -> None:
 # --------------------------------------------------------------------------- plain U-Net encoder
 
 @register("plain")
-def plain(inputs, weights=None, filters=(64, 128, 256, 512, 1024)):
+def plain(inputs, weights=None, filters=(64, 128, 256, 512, 1024), output_stride=None):
+    """The U-Net paper's encoder: strides 1..16; with ``output_stride`` one more level (stride 32)."""
+    filters = tuple(filters)
+    if output_stride is not None:
+        filters = filters + filters[-1:]
     x = layers.Rescaling(1.0 / 255.0, name="plain_rescale")(inputs)
     feats = {}
     for level, f in enumerate(filters):
-        if level:
+        stride = 2 ** level
+        rate = 1
+        if output_stride is not None and stride > output_stride:
+            rate = stride // output_stride  # atrous: the pooling keeps the resolution, convolutions dilate
+            x = layers.MaxPooling2D(2, strides=1, padding="same", name=f"plain_pool{level}")(x)
+        elif level:
             x = layers.MaxPooling2D(2, name=f"plain_pool{level}")(x)
         for k in (1, 2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                              name=f"plain_block{level}_conv{k}")(x)
+                              dilation_rate=rate, name=f"plain_block{level}_conv{k}")(x)
             x = layers.BatchNormalization(name=f"plain_block{level}_bn{k}")(x)
             x = layers.Activation("relu", name=f"plain_block{level}_relu{k}")(x)
-        feats[2 ** level] = x
+        feats[stride] = x
     if weights is not None:
         load_encoder_weights(keras.Model(inputs, x), weights, "plain")
     return feats
@@ -85,26 +129,29 @@ _BN = dict(momentum=0.99, epsilon=2e-5)
 _CONV = dict(kernel_initializer="he_uniform", use_bias=False, padding="valid")
 
 
-def _residual_block(x, filters, stage, block, strides, cut):
+def _residual_block(x, filters, stage, block, strides, cut, rate=1, first_rate=None):
     """segmentation_models' (classification_models') basic block: BN-ReLU before each conv.
 
     Returns the block output and its first activation ``stage{S}_unit{B}_relu1``,
     which segmentation_models' U-Net takes as the skip at the block's input stride.
+    ``rate`` > 1 dilates the 3x3 convolutions (atrous backbone); the first one of a
+    stage that lost its stride keeps the previous rate (``first_rate``), as in DeepLab.
     """
     name = f"stage{stage + 1}_unit{block + 1}_"
     y = layers.BatchNormalization(name=name + "bn1", **_BN)(x)
     act = layers.Activation("relu", name=name + "relu1")(y)
     shortcut = x if cut == "pre" else layers.Conv2D(filters, 1, strides=strides, name=name + "sc", **_CONV)(act)
-    y = layers.ZeroPadding2D(1, name=name + "pad1")(act)
-    y = layers.Conv2D(filters, 3, strides=strides, name=name + "conv1", **_CONV)(y)
+    r1 = rate if first_rate is None else first_rate
+    y = layers.ZeroPadding2D(r1, name=name + "pad1")(act)
+    y = layers.Conv2D(filters, 3, strides=strides, dilation_rate=r1, name=name + "conv1", **_CONV)(y)
     y = layers.BatchNormalization(name=name + "bn2", **_BN)(y)
     y = layers.Activation("relu", name=name + "relu2")(y)
-    y = layers.ZeroPadding2D(1, name=name + "pad2")(y)
-    y = layers.Conv2D(filters, 3, name=name + "conv2", **_CONV)(y)
+    y = layers.ZeroPadding2D(rate, name=name + "pad2")(y)
+    y = layers.Conv2D(filters, 3, dilation_rate=rate, name=name + "conv2", **_CONV)(y)
     return layers.Add(name=name + "add")([y, shortcut]), act
 
 
-def _resnet(inputs, repetitions, weights, name):
+def _resnet(inputs, repetitions, weights, name, output_stride=32):
     x = layers.BatchNormalization(name="bn_data", scale=False, **_BN)(inputs)  # the preprocessing
     x = layers.ZeroPadding2D(3, name="pad0")(x)
     x = layers.Conv2D(64, 7, strides=2, name="conv0", **_CONV)(x)
@@ -114,14 +161,17 @@ def _resnet(inputs, repetitions, weights, name):
     x = layers.ZeroPadding2D(1, name="pool0_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="valid", name="pooling0")(x)
     for stage, reps in enumerate(repetitions):
+        level = 2 ** (stage + 2)  # 4, 8, 16, 32: the stride this stage has in the plain network
+        rate = max(1, level // output_stride)
         for block in range(reps):
             if block == 0:
-                strides, cut = (1 if stage == 0 else 2), "post"
+                strides, cut = (1 if stage == 0 or level > output_stride else 2), "post"
             else:
                 strides, cut = 1, "pre"
-            x, act = _residual_block(x, 64 * 2 ** stage, stage, block, strides, cut)
+            first_rate = max(1, rate // 2) if block == 0 else rate
+            x, act = _residual_block(x, 64 * 2 ** stage, stage, block, strides, cut, rate, first_rate)
             if block == 0 and stage > 0:
-                feats[2 ** (stage + 1)] = act  # stride 4, 8, 16
+                feats[level // 2] = act  # stride 4, 8, 16
     x = layers.BatchNormalization(name="bn1", **_BN)(x)
     x = layers.Activation("relu", name="relu1")(x)
     feats[32] = x
@@ -131,10 +181,154 @@ def _resnet(inputs, repetitions, weights, name):
 
 
 @register("resnet18")
-def resnet18(inputs, weights=None):
-    return _resnet(inputs, (2, 2, 2, 2), weights, "resnet18")
+def resnet18(inputs, weights=None, output_stride=32):
+    return _resnet(inputs, (2, 2, 2, 2), weights, "resnet18", output_stride)
 
 
 @register("resnet34")
-def resnet34(inputs, weights=None):
-    return _resnet(inputs, (3, 4, 6, 3), weights, "resnet34")
+def resnet34(inputs, weights=None, output_stride=32):
+    return _resnet(inputs, (3, 4, 6, 3), weights, "resnet34", output_stride)
+
+
+# --------------------------------------------------------------------------- keras.applications
+
+# name -> (constructor, {stride: layer name}, preprocessing)
+_APPLICATIONS = {
+    "vgg16": ("VGG16", {1: "block1_conv2", 2: "block2_conv2", 4: "block3_conv3", 8: "block4_conv3",
+                        16: "block5_conv3", 32: "block5_pool"}, "caffe"),
+    "resnet50": ("ResNet50", {2: "conv1_relu", 4: "conv2_block3_out", 8: "conv3_block4_out",
+                              16: "conv4_block6_out", 32: "conv5_block3_out"}, "caffe"),
+    "mobilenetv2": ("MobileNetV2", {2: "block_1_expand_relu", 4: "block_3_expand_relu", 8: "block_6_expand_relu",
+                                    16: "block_13_expand_relu", 32: "out_relu"}, "tf"),
+    "efficientnetb0": ("EfficientNetB0", {2: "block2a_expand_activation", 4: "block3a_expand_activation",
+                                          8: "block4a_expand_activation", 16: "block6a_expand_activation",
+                                          32: "top_activation"}, "efficientnet"),
+}
+_CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+_IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+_IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def _preprocess(x, name, mode, channels):
+    """The network's ImageNet preprocessing as Keras layers (inputs: raw RGB in [0, 255])."""
+    if mode == "caffe":  # keras.applications.{vgg16,resnet50}.preprocess_input: RGB->BGR, minus the BGR mean
+        mean = list(_CAFFE_MEAN_RGB) if channels == 3 else [sum(_CAFFE_MEAN_RGB) / 3] * channels
+        x = layers.Normalization(mean=mean, variance=[1.0] * channels, name=f"{name}_mean")(x)
+        if channels == 3:
+            x = ReverseChannels(name=f"{name}_bgr")(x)
+    elif mode == "tf":  # to [-1, 1]
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{name}_rescale")(x)
+    return x  # "efficientnet": the network normalises its input itself
+
+
+def _load_application(name, channels, weights):
+    constructor, _, _ = _APPLICATIONS[name]
+    if weights is not None and weights != "imagenet":
+        path = os.fspath(weights)
+        if not os.path.exists(path):
+            raise KsegError(f"{path}: encoder weights file not found")
+        weights = path
+    if weights is not None and channels != 3:
+        raise KsegError(f"backbone {name!r} with encoder_weights={weights!r} needs 3 input channels, got "
+                        f"{channels}: use encoder_weights=None for other channel counts")
+    import warnings
+    try:
+        with warnings.catch_warnings():  # MobileNetV2's "input shape undefined, loading 224 weights"
+            warnings.simplefilter("ignore")
+            base = getattr(keras.applications, constructor)(include_top=False, weights=weights,
+                                                            input_shape=(None, None, channels))
+    except KsegError:
+        raise
+    except Exception as err:  # a wrong file, no network for the download, ...
+        raise KsegError(f"cannot load {weights!r} weights for backbone {name!r} ({type(err).__name__}: {err})") \
+            from None
+    if name == "efficientnetb0" and weights is None and channels == 3:
+        # keras.applications leaves the Normalization layer unset without weights: standardise like ImageNet
+        norm = next(layer for layer in base.layers if isinstance(layer, layers.Normalization))
+        norm.adapt_mean.assign([float(m) for m in _IMAGENET_MEAN_RGB])
+        norm.adapt_variance.assign([float(s) ** 2 for s in _IMAGENET_STD_RGB])
+        norm.finalize_state()
+    return base
+
+
+_STRIDED = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
+_POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
+
+
+def _input_strides(model) -> dict[str, int]:
+    """The stride (relative to the input) of each layer's input in ``model``'s graph."""
+    out_stride: dict[str, int] = {}
+    in_stride: dict[str, int] = {}
+    for layer in model.layers:  # topological order
+        nodes = layer._inbound_nodes
+        parents = [t._keras_history.operation.name for t in nodes[0].input_tensors] if nodes else []
+        s = max([out_stride.get(p, 1) for p in parents] or [1])
+        in_stride[layer.name] = s
+        if isinstance(layer, _STRIDED + _POOLS):
+            s *= int(layer.strides[0])
+        out_stride[layer.name] = s
+    return in_stride
+
+
+def atrous(model, output_stride: int):
+    """A copy of functional ``model`` (same weights) whose stride stops at ``output_stride``.
+
+    Convolutions and poolings that would go past ``output_stride`` get stride 1;
+    every later convolution wider than 1x1 is dilated by (its original input
+    stride / output_stride), DeepLab's atrous conversion. Zero paddings that fed
+    a strided 'valid' convolution there become empty and the convolution 'same'.
+    """
+    in_stride = _input_strides(model)
+
+    def clone(layer):
+        cfg = layer.get_config()
+        s = in_stride[layer.name]
+        if isinstance(layer, _STRIDED):
+            k = int(cfg["kernel_size"][0])
+            rate = max(1, s // output_stride)
+            changed = False
+            if s * int(cfg["strides"][0]) > output_stride and int(cfg["strides"][0]) > 1:
+                cfg["strides"] = (1, 1)
+                changed = True
+            if k > 1 and rate > 1:
+                cfg["dilation_rate"] = (rate, rate)
+                changed = True
+            if changed and k > 1:
+                cfg["padding"] = "same"
+        elif isinstance(layer, _POOLS) and s * int(cfg["strides"][0]) > output_stride:
+            cfg.update(strides=(1, 1), padding="same")
+        elif isinstance(layer, layers.ZeroPadding2D) and s >= output_stride:
+            cfg["padding"] = ((0, 0), (0, 0))
+        else:
+            return layer.__class__.from_config(cfg)
+        return layer.__class__.from_config(cfg)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if layer.weights:
+            new.get_layer(layer.name).set_weights(layer.get_weights())
+    return new
+
+
+def _application(name, inputs, weights=None, output_stride=32):
+    channels = int(inputs.shape[-1])
+    constructor, names, mode = _APPLICATIONS[name]
+    base = _load_application(name, channels, weights)
+    levels = sorted(names)
+    encoder = keras.Model(base.inputs, [base.get_layer(names[k]).output for k in levels], name=f"{name}_encoder")
+    if output_stride and output_stride < 32:
+        encoder = atrous(encoder, output_stride)
+    x = _preprocess(inputs, name, mode, channels)
+    return dict(zip(levels, encoder(x)))
+
+
+def _register_application(name):
+    def fn(inputs, weights=None, output_stride=32):
+        return _application(name, inputs, weights, output_stride)
+    fn.__name__ = name
+    fn.__doc__ = f"keras.applications.{_APPLICATIONS[name][0]} as a kseg backbone."
+    register(name)(fn)
+
+
+for _name in _APPLICATIONS:
+    _register_application(_name)

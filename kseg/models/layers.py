@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 
 def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, dilation_rate: int = 1,
@@ -18,12 +18,33 @@ def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, dilati
     return layers.Activation("relu", name=n("relu"))(x)
 
 
-def head(x, num_classes: int, activation: str | None = "softmax", kernel_size: int = 3,
-         name: str = "final_conv"):
-    """Class scores and the output activation, computed in float32 under mixed precision."""
-    x = layers.Conv2D(num_classes, kernel_size, padding="same", use_bias=True,
-                      kernel_initializer="glorot_uniform", name=name)(x)
-    return layers.Activation(activation or "linear", dtype="float32", name=activation or "logits")(x)
+def head(x, num_classes: int, activation: str | None = "softmax", kernel_size: int | None = 3,
+         name: str = "final_conv", upsample: int = 1, output_name: str | None = None):
+    """Class scores and the output activation, computed in float32 under mixed precision.
+
+    ``kernel_size=None`` adds no convolution (``x`` already holds the class scores,
+    as in FCN); ``upsample`` > 1 resizes the scores bilinearly before the activation
+    (DeepLabV3+, PSPNet). ``output_name`` names the activation layer (default: the
+    activation's name), which is the model output's name.
+    """
+    if kernel_size:
+        x = layers.Conv2D(num_classes, kernel_size, padding="same", use_bias=True,
+                          kernel_initializer="glorot_uniform", name=name)(x)
+    if upsample > 1:
+        x = layers.UpSampling2D(upsample, interpolation="bilinear", name=f"{name}_upsampling")(x)
+    return layers.Activation(activation or "linear", dtype="float32", name=output_name or activation or "logits")(x)
+
+
+def sep_conv_bn_relu(x, filters: int, kernel_size: int = 3, dilation_rate: int = 1, name: str = "sepconv"):
+    """Depthwise separable convolution as DeepLabV3+ uses it: depthwise (atrous) -> BN -> ReLU -> 1x1 -> BN -> ReLU."""
+    x = layers.DepthwiseConv2D(kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
+                               name=f"{name}_depthwise")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_depthwise_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
+    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_initializer="he_uniform",
+                      name=f"{name}_pointwise")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_pointwise_bn")(x)
+    return layers.Activation("relu", name=f"{name}_pointwise_relu")(x)
 
 
 def check_input_shape(input_shape) -> tuple:
@@ -44,3 +65,146 @@ def freeze(model_or_layers, trainable: bool = False) -> None:
     items = model_or_layers.layers if isinstance(model_or_layers, keras.Model) else model_or_layers
     for layer in items:
         layer.trainable = trainable
+
+
+# --------------------------------------------------------------------------- custom layers (keras.ops only)
+# Registered under package "kseg", so a ``.keras`` file that uses them loads once
+# ``kseg.models`` is imported; each one works at an unknown (None, None) input size.
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ReverseChannels(layers.Layer):
+    """RGB -> BGR (reverse the last axis): the "caffe" preprocessing of VGG16 and ResNet50."""
+
+    def call(self, x):
+        return ops.flip(x, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MaxUnpooling2D(layers.Layer):
+    """SegNet's unpooling: ``[x, features]`` -> x placed at the 2x2 argmax of ``features``.
+
+    ``features`` is the encoder tensor that a 2x2 / stride-2 max pooling reduced
+    (shape (N, 2H, 2W, C)); ``x`` has shape (N, H, W, C). Each value of ``x`` goes
+    to the position that held the maximum of its pooling window (the first one
+    on ties), the other three positions get zeros: the pooling indices, recomputed
+    from the features, with no learned parameters.
+    """
+
+    def call(self, inputs):
+        x, feats = inputs
+        shape = ops.shape(feats)
+        n, h2, w2, c = shape[0], shape[1], shape[2], shape[3]
+        h, w = h2 // 2, w2 // 2
+        f = ops.reshape(feats, (n, h, 2, w, 2, c))
+        f = ops.transpose(f, (0, 1, 3, 5, 2, 4))  # N, H, W, C, 2, 2
+        f = ops.reshape(f, (n, h, w, c, 4))
+        mask = ops.one_hot(ops.argmax(f, axis=-1), 4, dtype=x.dtype)  # N, H, W, C, 4
+        y = ops.expand_dims(x, -1) * mask
+        y = ops.reshape(y, (n, h, w, c, 2, 2))
+        y = ops.transpose(y, (0, 1, 4, 2, 5, 3))  # N, H, 2, W, 2, C
+        return ops.reshape(y, (n, h2, w2, c))
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, f_shape = input_shapes
+        return (x_shape[0], f_shape[1], f_shape[2], x_shape[3])
+
+
+def _bin_matrix(size, bins: int):
+    """(bins, size) averaging matrix of adaptive pooling: bin i covers [floor(i*size/bins), ceil((i+1)*size/bins))."""
+    i = ops.arange(bins, dtype="int32")
+    start = (i * size) // bins
+    end = ((i + 1) * size + bins - 1) // bins
+    j = ops.arange(size, dtype="int32")
+    inside = ops.logical_and(j[None, :] >= start[:, None], j[None, :] < end[:, None])
+    inside = ops.cast(inside, "float32")
+    return inside / ops.sum(inside, axis=1, keepdims=True)
+
+
+def _bilinear_matrix(size, src: int):
+    """(size, src) matrix of a bilinear resize from ``src`` to ``size`` samples (half-pixel centres)."""
+    j = ops.cast(ops.arange(size, dtype="int32"), "float32")
+    pos = (j + 0.5) * (src / ops.cast(size, "float32")) - 0.5
+    pos = ops.clip(pos, 0.0, float(src - 1))
+    lo = ops.floor(pos)
+    frac = pos - lo
+    lo = ops.cast(lo, "int32")
+    hi = ops.minimum(lo + 1, src - 1)
+    return (ops.one_hot(lo, src) * (1.0 - frac)[:, None]) + (ops.one_hot(hi, src) * frac[:, None])
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class AdaptiveAveragePooling(layers.Layer):
+    """Average pooling to a ``bins`` x ``bins`` grid at any (also unknown) input size.
+
+    PyTorch's ``AdaptiveAvgPool2d`` rule (bins may overlap when the size is not a
+    multiple of ``bins``), written as two small matrix products so it needs no
+    static shape. PSPNet's pyramid pooling uses it with bins 1, 2, 3 and 6.
+    """
+
+    def __init__(self, bins: int, **kwargs):
+        super().__init__(**kwargs)
+        self.bins = int(bins)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        ph = ops.cast(_bin_matrix(shape[1], self.bins), x.dtype)
+        pw = ops.cast(_bin_matrix(shape[2], self.bins), x.dtype)
+        x = ops.einsum("ih,nhwc->niwc", ph, x)
+        return ops.einsum("jw,niwc->nijc", pw, x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins, self.bins, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of ``x`` to the height and width of ``reference``: ``ResizeLike()([x, reference])``.
+
+    For small grids (pyramid bins, image pooling) at a size known only at run
+    time; ``x``'s spatial size must be static. Half-pixel centres, like
+    ``UpSampling2D(interpolation="bilinear")``.
+    """
+
+    def call(self, inputs):
+        x, ref = inputs
+        shape = ops.shape(ref)
+        sh, sw = int(x.shape[1]), int(x.shape[2])
+        if sh == 1 and sw == 1:
+            return ops.broadcast_to(x, (ops.shape(x)[0], shape[1], shape[2], ops.shape(x)[3]))
+        uh = ops.cast(_bilinear_matrix(shape[1], sh), x.dtype)
+        uw = ops.cast(_bilinear_matrix(shape[2], sw), x.dtype)
+        x = ops.einsum("hi,niwc->nhwc", uh, x)
+        return ops.einsum("wj,nhjc->nhwc", uw, x)
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class BilinearUpsampling(keras.initializers.Initializer):
+    """Kernel of a transposed convolution that upsamples each channel bilinearly (FCN's initialisation).
+
+    For a ``Conv2DTranspose(filters, 2 * factor, strides=factor)`` kernel of shape
+    (k, k, out, in): channel i maps to channel i, every other pair gets zeros.
+    """
+
+    def __call__(self, shape, dtype=None):
+        k, _, out_ch, in_ch = shape
+        factor = (k + 1) // 2
+        center = factor - 1 if k % 2 == 1 else factor - 0.5
+        r = ops.cast(ops.arange(k), "float32")
+        f1 = 1.0 - ops.abs(r - center) / factor
+        filt = f1[:, None] * f1[None, :]
+        eye = ops.eye(out_ch, in_ch, dtype="float32")
+        return ops.cast(filt[:, :, None, None] * eye[None, None], dtype or "float32")
+
+    def get_config(self):
+        return {}

@@ -20,7 +20,8 @@ UPSAMPLING = ("nearest", "bilinear", "transpose")
 
 def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 3), encoder_weights=None,
          encoder_freeze: bool = False, decoder_filters=None, upsampling: str = "nearest",
-         decoder_batchnorm: bool = True, activation: str | None = "softmax", name: str | None = None):
+         decoder_batchnorm: bool = True, activation: str | None = "softmax", backbone_kwargs: dict | None = None,
+         name: str | None = None):
     """Build a U-Net as a Keras functional model.
 
     Args:
@@ -34,12 +35,13 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
         upsampling: "nearest" (segmentation_models' default), "bilinear", or
             "transpose" (a learned 4x4 transposed convolution).
         activation: "softmax" (default), "sigmoid", or None for logits.
+        backbone_kwargs: extra arguments for the backbone (e.g. ``filters`` of plain).
     """
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
     input_shape = check_input_shape(input_shape)
     inputs = keras.Input(input_shape, name="image")
-    feats = bb.features(backbone, inputs, weights=encoder_weights)
+    feats = bb.features(backbone, inputs, weights=encoder_weights, **(backbone_kwargs or {}))
     strides = sorted(feats)
     deepest = strides[-1]
     levels = deepest.bit_length() - 1  # upsample x2 until stride 1
@@ -47,9 +49,8 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
         decoder_filters = (256, 128, 64, 32, 16) if levels == 5 else (512, 256, 128, 64, 32, 16)[-levels:]
     if len(decoder_filters) != levels:
         raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
-    encoder_layers = list(keras.Model(inputs, feats[deepest]).layers)
     if encoder_freeze:
-        freeze(encoder_layers[1:])
+        freeze(bb.encoder_layers(inputs, feats))
     x = feats[deepest]
     for i, f in enumerate(decoder_filters):
         stride = deepest >> (i + 1)

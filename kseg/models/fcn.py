@@ -1,0 +1,93 @@
+"""FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer and Darrell, CVPR 2015).
+
+The classification network made fully convolutional: on VGG16, the classifier's
+fc6 (a 7x7 convolution with 4096 filters) and fc7 (1x1, 4096) with dropout 0.5,
+then a 1x1 ``score_fr`` layer. FCN-32s upsamples those scores x32 with a learned
+transposed convolution; FCN-16s first upsamples them x2 and adds the scores of
+``pool4`` (stride 16), FCN-8s also adds those of ``pool3`` (stride 8), fusing by
+sum. Every upsampling is a transposed convolution (kernel 2f, stride f, no bias)
+initialised to bilinear interpolation and learned; the new score layers start
+at zero, as in the paper. Convolutions use 'same' padding, so the output has the
+input's size without the paper's 100-pixel padding and crop.
+
+On backbones other than VGG16 there is no classifier to convert (``fc_filters``
+defaults to 0): ``score_fr`` reads the stride-32 features. On the pooling
+backbones (vgg16, plain) the skips are the pool outputs, as in the paper; on
+the others, the feature maps at strides 16 and 8.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from kseg.models import backbones as bb
+from kseg.models.layers import BilinearUpsampling, check_input_shape, freeze, head
+
+VARIANTS = {"32s": (), "16s": (16,), "8s": (16, 8)}
+
+
+def fcn(num_classes: int, backbone: str = "vgg16", input_shape=(None, None, 3), encoder_weights=None,
+        encoder_freeze: bool = False, activation: str | None = "softmax", variant: str = "8s",
+        fc_filters: int | None = None, dropout: float = 0.5, backbone_kwargs: dict | None = None,
+        name: str | None = None):
+    """Build FCN-``variant`` ("32s", "16s" or "8s").
+
+    Args:
+        fc_filters: width of fc6/fc7; default 4096 on vgg16 (the paper's), 0 (no fc
+            layers) on other backbones.
+        dropout: after fc6 and fc7.
+        backbone_kwargs: extra arguments for the backbone (e.g. ``filters`` of plain).
+        The others as for :func:`kseg.models.unet`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
+    input_shape = check_input_shape(input_shape)
+    inputs = keras.Input(input_shape, name="image")
+    feats = bb.features(backbone, inputs, weights=encoder_weights, output_stride=32, **(backbone_kwargs or {}))
+    if encoder_freeze:
+        freeze(bb.encoder_layers(inputs, feats))
+    pooled = backbone in bb.POOLING_BACKBONES
+
+    def skip(stride):
+        if pooled:  # pool3 / pool4: the max pooling of the level above
+            return layers.MaxPooling2D(2, name=f"pool{stride.bit_length() - 1}")(feats[stride // 2])
+        return feats[stride]
+
+    def upscore(x, factor, name):
+        return layers.Conv2DTranspose(num_classes, 2 * factor, strides=factor, padding="same", use_bias=False,
+                                      kernel_initializer=BilinearUpsampling(), name=name)(x)
+
+    x = feats[32]
+    if fc_filters is None:
+        fc_filters = 4096 if backbone == "vgg16" else 0
+    if fc_filters:
+        x = layers.Conv2D(fc_filters, 7, padding="same", activation="relu", name="fc6")(x)
+        x = layers.Dropout(dropout, name="drop6")(x)
+        x = layers.Conv2D(fc_filters, 1, activation="relu", name="fc7")(x)
+        x = layers.Dropout(dropout, name="drop7")(x)
+    x = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name="score_fr")(x)
+    stride = 32
+    for s in VARIANTS[variant]:
+        x = upscore(x, 2, f"upscore{stride}to{s}")
+        score = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"score_pool{(s.bit_length() - 1)}")(skip(s))
+        x = layers.Add(name=f"fuse_pool{(s.bit_length() - 1)}")([x, score])
+        stride = s
+    x = upscore(x, stride, f"upscore{stride}")
+    outputs = head(x, num_classes, activation, kernel_size=None)
+    return keras.Model(inputs, outputs, name=name or f"fcn{variant}_{backbone}")
+
+
+def fcn32s(num_classes: int, backbone: str = "vgg16", **kwargs):
+    """FCN-32s: scores at stride 32, one x32 learned upsampling."""
+    return fcn(num_classes, backbone, variant="32s", **kwargs)
+
+
+def fcn16s(num_classes: int, backbone: str = "vgg16", **kwargs):
+    """FCN-16s: + pool4's scores (stride 16), x16 upsampling."""
+    return fcn(num_classes, backbone, variant="16s", **kwargs)
+
+
+def fcn8s(num_classes: int, backbone: str = "vgg16", **kwargs):
+    """FCN-8s: + pool4's and pool3's scores (strides 16 and 8), x8 upsampling."""
+    return fcn(num_classes, backbone, variant="8s", **kwargs)
