@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--close", type=int, default=0, metavar="K", help="post-process: closing with a KxK kernel")
     p.add_argument("--min-region", default=None, metavar="N",
                    help="post-process: remove regions under N pixels; N or per class, e.g. sky=200,vertical=50")
+    p.add_argument("--postprocess", default=None, metavar="STEPS",
+                   help="the same as one spec, as kseg.predict takes it: e.g. open:3,close:3,min-area:64")
     p.add_argument("--pp-classes", default=None, help="post-process only these classes (names or ids, "
                                                       "comma-separated)")
     p.add_argument("--cache-dir", default=None, help="where parsed labels are cached")
@@ -293,8 +295,30 @@ def _class_ids(spec, class_names, what):
     return ids
 
 
+def _apply_spec(args):
+    """Fold ``--postprocess open:3,close:3,min-area:64`` (kseg.predict's form) into the other options."""
+    for item in str(args.postprocess).split(","):
+        name, _, val = item.strip().partition(":")
+        name = name.strip().lower().replace("_", "-")
+        defaults = {"open": 3, "close": 3, "min-area": 64, "min-region": 64}
+        if name not in defaults:
+            raise KsegError(f"bad --postprocess step {item!r}: choose from open:K, close:K, min-area:N")
+        try:
+            value = int(val) if val.strip() else defaults[name]
+        except ValueError:
+            raise KsegError(f"bad --postprocess step {item!r}: the value after ':' must be an integer") from None
+        if name == "open":
+            args.open = value
+        elif name == "close":
+            args.close = value
+        else:
+            args.min_region = str(value)
+
+
 def postprocess_options(args, class_names) -> dict | None:
     """The :func:`kseg.postprocess.postprocess` options from the command line (None: none asked)."""
+    if getattr(args, "postprocess", None):
+        _apply_spec(args)
     for flag, k in (("--open", args.open), ("--close", args.close)):
         if k and (k < 3 or k % 2 == 0):
             raise KsegError(f"bad {flag} {k}: give an odd kernel size of 3 or more (or 0 for none)")

@@ -237,6 +237,18 @@ def test_evaluate_saved_model_folders(setup, tmp_path):
     _check_report(rep, truths, rounded)
 
 
+def test_postprocess_spec_as_predict_takes_it():
+    from kseg import evaluate
+
+    args = evaluate.parse_args(["--model", "m.keras", "--postprocess", "open:5,min-area:30"])
+    opts = evaluate.postprocess_options(args, ["sky", "horizontal", "vertical"])
+    assert opts == {"opening_kernel": 5, "closing_kernel": 0, "min_size": 30, "classes": None}
+    args = evaluate.parse_args(["--model", "m.keras", "--min-region", "sky=20,2=7", "--pp-classes", "vertical"])
+    opts = evaluate.postprocess_options(args, ["sky", "horizontal", "vertical"])
+    assert opts["min_size"] == {0: 20, 2: 7} and opts["classes"] == [2]
+    assert evaluate.postprocess_options(evaluate.parse_args(["--model", "m"]), ["a", "b"]) is None
+
+
 def test_evaluate_val_split_matches_training_split(setup, tmp_path):
     from kseg import evaluate
     from kseg.data import load_iccv09, split_indices
@@ -256,6 +268,8 @@ def test_evaluate_val_split_matches_training_split(setup, tmp_path):
     (["--min-region", "cloud=20"], "cloud"),
     (["--min-region", "-3"], "positive number"),
     (["--batch-size", "0"], "batch-size"),
+    (["--postprocess", "blur:3"], "bad --postprocess step"),
+    (["--postprocess", "open:4"], "odd kernel"),
     (["--size", "50"], "multiple of 32"),
 ])
 def test_evaluate_user_errors(setup, tmp_path, capsys, extra, message):
