@@ -153,9 +153,9 @@ def plot_confusion_matrix(path, cm, class_names, title=None) -> None:
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     c = len(class_names)
     side = max(4.0, 0.75 * c + 2.5)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    fig, ax = plt.subplots(figsize=(side + 2.5, side), layout="constrained")
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
     ax.set_xticks(range(c), [str(n) for n in class_names], rotation=45, ha="right")
     ax.set_yticks(range(c), [f"{n} ({int(r):,})" for n, r in zip(class_names, rows[:, 0])])
     ax.set_xlabel("predicted class")
@@ -166,7 +166,6 @@ def plot_confusion_matrix(path, cm, class_names, title=None) -> None:
                 ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8 if c > 6 else 10,
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title or "confusion matrix (rows sum to 1)")
-    fig.tight_layout()
     _save(fig, path)
 
 
