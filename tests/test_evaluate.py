@@ -290,3 +290,39 @@ def test_evaluate_missing_model(tmp_path, capsys):
             evaluate.main(["--model", str(bad)])
         assert exc.value.code == 2
         assert capsys.readouterr().err.startswith("kseg: error:")
+
+
+@pytest.mark.e2e
+def test_evaluate_on_real_images_with_absent_classes(real_iccv09, tmp_path):
+    """Real iccv09 images, 8 region classes (a few images rarely hold all 8): report vs NumPy."""
+    import keras
+    import tensorflow as tf
+
+    from kseg import evaluate, models
+    from kseg.data import CLASS_NAMES, load_iccv09
+
+    keras.utils.set_random_seed(2)
+    model = models.build("unet", backbone="resnet18", num_classes=8, input_shape=(64, 64, 3))
+    model.save(tmp_path / "m.keras")
+    rep = evaluate.run(evaluate.parse_args(["--model", str(tmp_path / "m.keras"), "--data", str(real_iccv09),
+                                            "--mask", "regions", "--split", "all", "--limit", "6",
+                                            "--out", str(tmp_path / "out")]))
+    ds = load_iccv09(real_iccv09, mask="regions", limit=6)
+    images = np.stack([tf.image.resize(tf.cast(tf.io.decode_jpeg(tf.io.read_file(p), channels=3), tf.float32),
+                                       (64, 64)).numpy() for p in ds.image_paths])
+    truths = np.stack([tf.image.resize(lab[..., None].astype(np.int32), (64, 64), method="nearest").numpy()[..., 0]
+                       for lab in ds.labels])
+    preds = np.argmax(model.predict(images, verbose=0), -1)
+    names = CLASS_NAMES["regions"]
+    valid = truths >= 0
+    n = valid.sum()
+    assert rep["pixels"] == n and rep["pixel_accuracy"] == pytest.approx(np.mean(truths[valid] == preds[valid]))
+    ious = []
+    for k, name in enumerate(names):
+        t, p = (truths == k) & valid, (preds == k) & valid
+        if (t | p).any():
+            ious.append((t & p).sum() / (t | p).sum())
+            assert rep["iou"][name] == pytest.approx(ious[-1])
+        else:
+            assert rep["iou"][name] is None and name in rep["absent"]
+    assert rep["miou"] == pytest.approx(np.mean(ious))

@@ -257,6 +257,7 @@ def test_agrees_with_keras_mean_iou(case):
             assert float(keras_iou.result()) == pytest.approx(M.scores(cm)["iou"][str(k)], abs=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_metrics_serialise_and_load_with_a_keras_file(tmp_path):
     from kseg import losses
 
