@@ -34,20 +34,19 @@ from kseg.errors import KsegError, cli_entry
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m kseg.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m kseg.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a .keras file or a SavedModel folder")
     p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: find it)")
-    p.add_argument("--mask", default="surfaces", help="regions (8 classes) or surfaces (3 classes)")
+    p.add_argument("--mask", default="surfaces", help="regions (8 classes) or surfaces (3 classes, default)")
     p.add_argument("--size", default=None, help="H or HxW, multiples of 32 (default: the model's input "
                                                 "size, else 224)")
-    p.add_argument("--split", default="val", choices=("val", "all"), help="the validation split or every image")
-    p.add_argument("--val-split", type=float, default=0.2, help="validation fraction (as in training)")
-    p.add_argument("--seed", type=int, default=42, help="split seed (as in training)")
+    p.add_argument("--split", default="val", choices=("val", "all"), help="the validation split (default) or every image")
+    p.add_argument("--val-split", type=float, default=0.2, help="validation fraction, as in training (default 0.2)")
+    p.add_argument("--seed", type=int, default=42, help="split seed, as in training (default 42)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (as in training)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--out", default=None, help="output folder (default: <model folder>/eval)")
-    p.add_argument("--worst", type=int, default=6, help="how many of the worst images to draw")
+    p.add_argument("--worst", type=int, default=6, help="how many of the worst images to draw (default 6)")
     p.add_argument("--open", type=int, default=0, metavar="K", help="post-process: opening with a KxK kernel")
     p.add_argument("--close", type=int, default=0, metavar="K", help="post-process: closing with a KxK kernel")
     p.add_argument("--min-region", default=None, metavar="N",
@@ -363,6 +362,8 @@ def run(args) -> dict:
         raise KsegError(f"bad --batch-size {args.batch_size}: give a positive integer")
     if args.split == "val" and not 0.0 < args.val_split < 1.0:
         raise KsegError(f"bad --val-split {args.val_split}: give a fraction between 0 and 1, e.g. 0.2")
+    if args.worst < 0:
+        raise KsegError(f"bad --worst {args.worst}: give 0 or a positive number of images")
     if args.limit is not None and args.limit < 1:
         raise KsegError(f"bad --limit {args.limit}: give a positive integer")
     class_names = list(CLASS_NAMES[args.mask])

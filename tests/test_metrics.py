@@ -219,7 +219,8 @@ def test_model_evaluate_is_batch_size_invariant():
     truth, pred = _eight_images(1)
     inputs = keras.Input((6, 6, 3))
     model = keras.Model(inputs, keras.layers.Identity()(inputs))
-    model.compile(loss=losses.CategoricalCrossentropy(), metrics=M.segmentation_metrics(3, ["a", "b", "c"], per_class=True))
+    model.compile(loss=losses.CategoricalCrossentropy(),
+                  metrics=M.segmentation_metrics(3, ["a", "b", "c"], per_class=True))
     x, y = one_hot(pred, 3), one_hot(truth, 3)
     big = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     small = model.evaluate(x, y, batch_size=1, verbose=0, return_dict=True)
