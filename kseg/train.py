@@ -179,7 +179,7 @@ def run(args) -> dict:
         print(f"kseg: resuming from {backup}", flush=True)
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
     model.fit(train_ds, steps_per_epoch=info["steps_per_epoch"], epochs=args.epochs,
-              validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+              validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False)
 
     from kseg.export import export_saved_model, load_model
 

@@ -1,0 +1,90 @@
+"""Shared fixtures: a tiny iccv09-shaped folder, a few real iccv09 images, tiny models."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ARCHIVE = SHARED / "data" / "iccv09Data.tar.gz"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own label cache folder."""
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "kseg-cache"))
+
+
+def write_label(path: Path, arr: np.ndarray) -> None:
+    path.write_text("\n".join(" ".join(str(int(v)) for v in row) for row in arr) + "\n")
+
+
+def make_tiny_iccv09(root: Path, n: int = 6, size=(40, 48), seed: int = 0) -> Path:
+    """Write an iccv09-shaped dataset: ``n`` JPEGs of HxW ``size`` with regions and surfaces labels.
+
+    Labels are simple images of the content (top = sky, bottom = ground) with a
+    few -1 pixels, so a model can learn them.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    h, w = size
+    for i in range(n):
+        horizon = int(rng.integers(h // 3, 2 * h // 3))
+        surfaces = np.full((h, w), 2, np.int64)
+        surfaces[:horizon] = 0
+        surfaces[horizon + h // 6:] = 1
+        regions = np.where(surfaces == 0, 0, np.where(surfaces == 1, 2, 5))
+        surfaces[0, :3] = -1
+        regions[-1, -2:] = -1
+        img = np.zeros((h, w, 3), np.uint8)
+        img[:horizon] = (200, 160, 90)  # BGR sky
+        img[horizon:] = (60, 120, 60)
+        img[horizon + h // 6:] = (90, 90, 90)
+        img = np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
+        ident = f"{i:07d}"
+        cv2.imwrite(str(root / "images" / f"{ident}.jpg"), img)
+        write_label(root / "labels" / f"{ident}.surfaces.txt", surfaces)
+        write_label(root / "labels" / f"{ident}.regions.txt", regions)
+    return root
+
+
+@pytest.fixture
+def tiny_iccv09(tmp_path) -> Path:
+    """A tiny iccv09-shaped folder (6 images of 40x48) in tmp_path."""
+    return make_tiny_iccv09(tmp_path / "iccv09Data")
+
+
+@pytest.fixture(scope="session")
+def real_iccv09(tmp_path_factory) -> Path:
+    """The first few real iccv09 images (with both label kinds) from ../shared's archive."""
+    if not ARCHIVE.exists():
+        pytest.skip(f"{ARCHIVE} not found")
+    root = tmp_path_factory.mktemp("real") / "iccv09Data"
+    n = int(os.environ.get("KSEG_TEST_REAL_IMAGES", "12"))
+    with tarfile.open(ARCHIVE) as tar:
+        ids = []
+        for m in tar:
+            if m.name.startswith("iccv09Data/images/") and m.name.endswith(".jpg"):
+                ids.append(Path(m.name).stem)
+                if len(ids) == n:
+                    break
+    wanted = {f"iccv09Data/images/{i}.jpg" for i in ids}
+    wanted |= {f"iccv09Data/labels/{i}.{k}.txt" for i in ids for k in ("regions", "surfaces")}
+    with tarfile.open(ARCHIVE) as tar:
+        for m in tar:
+            if m.name in wanted:
+                out = root.parent / m.name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(tar.extractfile(m).read())
+    return root

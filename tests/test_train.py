@@ -1,0 +1,164 @@
+"""python -m kseg.train: end to end on a few real images, outputs, SavedModel parity, user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, write_label
+from kseg import train
+
+
+def _run_cli(args, cwd=REPO, env=None):
+    env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kseg.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(real_iccv09, tmp_path_factory):
+    """One short real run of the CLI: 12 real images, 64x64, one epoch."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    cache = tmp_path_factory.mktemp("cache")
+    res = _run_cli(["--data", str(real_iccv09), "--mask", "surfaces", "--size", "64", "--epochs", "1",
+                    "--batch-size", "4", "--out", str(out), "--seed", "1"], env={"KSEG_CACHE_DIR": str(cache)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+@pytest.mark.e2e
+def test_cli_writes_every_output(trained):
+    out, res = trained
+    for name in ("best.keras", "history.csv", "curves.png", "predictions.png", "metrics.json", "saved_model"):
+        assert (out / name).exists(), name
+    assert not (out / ".backup").exists()  # a finished run leaves no resume state behind
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and {"loss", "val_loss", "miou", "val_pixel_accuracy"} <= set(rows[0])
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["iou"]) == {"sky", "horizontal", "vertical"}
+    assert 0.0 <= report["pixel_accuracy"] <= 1.0
+    # the report's numbers follow from its own confusion matrix
+    cm = np.array(report["confusion_matrix"])
+    assert cm.sum() == report["pixels"] > 0
+    assert report["pixel_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert "validation pixel accuracy" in res.stdout
+
+
+@pytest.mark.e2e
+def test_metrics_json_matches_the_saved_model_on_the_validation_images(trained, real_iccv09):
+    """metrics.json is recomputed here independently: nearest-resized labels, -1 ignored."""
+    import cv2
+
+    from kseg.data import load_iccv09, split_indices
+    from kseg.export import load_model
+
+    out, _ = trained
+    report = json.loads((out / "metrics.json").read_text())
+    model = load_model(out / "best.keras")
+    ds = load_iccv09(real_iccv09, mask="surfaces")
+    _, val_idx = split_indices(len(ds), 0.2, seed=1)
+    cm = np.zeros((3, 3), np.int64)
+    for i in val_idx:
+        img = cv2.cvtColor(cv2.imread(ds.image_paths[i]), cv2.COLOR_BGR2RGB).astype(np.float32)
+        img = cv2.resize(img, (64, 64), interpolation=cv2.INTER_LINEAR)
+        lab = cv2.resize(ds.labels[i].astype(np.int16), (64, 64), interpolation=cv2.INTER_NEAREST)
+        pred = model.predict(img[None], verbose=0)[0].argmax(-1)
+        ok = lab >= 0
+        np.add.at(cm, (lab[ok], pred[ok]), 1)
+    assert cm.sum() == report["pixels"]
+    # cv2's and TF's resizers differ by a hair at the borders; predictions may flip there
+    assert abs(np.trace(cm) / cm.sum() - report["pixel_accuracy"]) < 0.02
+
+
+@pytest.mark.e2e
+def test_saved_model_gives_the_keras_models_predictions(trained):
+    import tensorflow as tf
+
+    from kseg.export import load_model
+
+    out, _ = trained
+    keras_model = load_model(out / "best.keras")
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    fn = loaded.signatures["serving_default"]
+    spec = list(fn.structured_input_signature[1].values())[0]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    result = fn(tf.constant(images, dtype=spec.dtype))
+    probs = result["probabilities"] if "probabilities" in result else list(result.values())[0]
+    expected = keras_model.predict(images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(probs.numpy(), expected, atol=1e-4)
+
+
+def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path):
+    """A run stopped after epoch 1 of 2 resumes at epoch 2 when the same command runs again."""
+    import keras
+
+    out = tmp_path / "out"
+    args = ["--data", str(tiny_iccv09), "--size", "32", "--epochs", "2", "--batch-size", "3",
+            "--backbone", "resnet18", "--out", str(out), "--no-export", "--verbose", "0"]
+
+    class Stop(Exception):
+        pass
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise Stop()
+
+    original_fit = keras.Model.fit
+
+    def interrupted_fit(self, *a, **k):
+        k["callbacks"] = list(k.get("callbacks", [])) + [StopAfterFirstEpoch()]
+        return original_fit(self, *a, **k)
+
+    keras.Model.fit = interrupted_fit
+    try:
+        with pytest.raises(Stop):
+            train.main(args)
+    finally:
+        keras.Model.fit = original_fit
+    assert (out / ".backup").exists()
+    train.main(args)
+    with open(out / "history.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1]
+    assert not (out / ".backup").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mask", "layers"], "unknown --mask 'layers'"),
+    (["--size", "100"], "size 100 is not a multiple of 32: use 96 or 128"),
+    (["--epochs", "0"], "bad --epochs 0"),
+    (["--batch-size", "-1"], "bad --batch-size -1"),
+    (["--val-split", "1.5"], "bad --val-split 1.5"),
+    (["--data", "/nonexistent/iccv"], "/nonexistent/iccv: no such file or folder"),
+])
+def test_user_errors_print_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kseg: error: ") and message in err[0]
+
+
+def test_bad_label_file_is_named_by_the_cli(tiny_iccv09, tmp_path, capsys):
+    write_label(tiny_iccv09 / "labels" / "0000004.surfaces.txt", np.full((40, 48), 9))
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--data", str(tiny_iccv09), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "0000004.surfaces.txt: label value 9 is outside the 3 classes" in err
+
+
+def test_cli_error_from_a_real_process_has_no_traceback(tmp_path):
+    res = _run_cli(["--size", "250", "--out", str(tmp_path / "o")])
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "kseg: error: size 250 is not a multiple of 32: use 224 or 256"
