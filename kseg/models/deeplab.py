@@ -18,7 +18,8 @@ from keras import layers
 
 from kseg.errors import KsegError
 from kseg.models import backbones as bb
-from kseg.models.layers import ResizeLike, check_input_shape, conv_bn_relu, freeze, head, sep_conv_bn_relu
+from kseg.models.layers import (BilinearUpSampling2D, ResizeLike, check_input_shape, conv_bn_relu, freeze, head,
+                               sep_conv_bn_relu)
 
 RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
@@ -57,7 +58,7 @@ def deeplabv3plus(num_classes: int, backbone: str = "resnet50", input_shape=(Non
     x = layers.Concatenate(name="aspp_concat")(branches)
     x = conv_bn_relu(x, aspp_filters, 1, name="aspp_projection")
     x = layers.Dropout(dropout, name="aspp_dropout")(x)
-    x = layers.UpSampling2D(output_stride // 4, interpolation="bilinear", name="decoder_upsampling")(x)
+    x = BilinearUpSampling2D(output_stride // 4, name="decoder_upsampling")(x)
     low = conv_bn_relu(feats[4], low_level_filters, 1, name="decoder_low_level")
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = sep_conv_bn_relu(x, decoder_filters, 3, name="decoder_conv0")

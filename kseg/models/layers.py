@@ -31,7 +31,7 @@ def head(x, num_classes: int, activation: str | None = "softmax", kernel_size: i
         x = layers.Conv2D(num_classes, kernel_size, padding="same", use_bias=True,
                           kernel_initializer="glorot_uniform", name=name)(x)
     if upsample > 1:
-        x = layers.UpSampling2D(upsample, interpolation="bilinear", name=f"{name}_upsampling")(x)
+        x = BilinearUpSampling2D(upsample, name=f"{name}_upsampling")(x)
     return layers.Activation(activation or "linear", dtype="float32", name=output_name or activation or "logits")(x)
 
 
@@ -208,3 +208,51 @@ class BilinearUpsampling(keras.initializers.Initializer):
 
     def get_config(self):
         return {}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class BilinearUpSampling2D(layers.Layer):
+    """``UpSampling2D(size, interpolation="bilinear")`` that also runs at an unknown size in a TF graph.
+
+    Keras's bilinear ``UpSampling2D`` calls ``ops.image.resize`` with the new
+    size, which fails when the size is only known at run time (a (None, None)
+    model in a SavedModel or after a retrace). Here each output row is a blend
+    of an input row and its neighbour (half-pixel centres, edges clamped), the
+    same values as ``tf.image.resize`` / ``UpSampling2D`` give.
+    """
+
+    def __init__(self, size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def _axis(self, x, axis):
+        f = self.size
+        prev = ops.concatenate([_slice(x, axis, 0, 1), _slice(x, axis, 0, -1)], axis=axis)
+        nxt = ops.concatenate([_slice(x, axis, 1, None), _slice(x, axis, -1, None)], axis=axis)
+        parts = []
+        for r in range(f):
+            d = (r + 0.5) / f - 0.5
+            parts.append(x * (1 + d) - prev * d if d < 0 else x * (1 - d) + nxt * d)
+        y = ops.stack(parts, axis=axis + 1)
+        shape = ops.shape(x)
+        new = [shape[i] for i in range(4)]
+        new[axis] = shape[axis] * f
+        return ops.reshape(y, new)
+
+    def call(self, x):
+        if self.size == 1:
+            return x
+        return self._axis(self._axis(x, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, None if h is None else h * self.size, None if w is None else w * self.size, c)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def _slice(x, axis, start, stop):
+    index = [slice(None)] * 4
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from kseg.models import backbones as bb
-from kseg.models.layers import check_input_shape, conv_bn_relu, freeze, head
+from kseg.models.layers import BilinearUpSampling2D, check_input_shape, conv_bn_relu, freeze, head
 
 UPSAMPLING = ("nearest", "bilinear", "transpose")
 
@@ -62,6 +62,8 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
             if decoder_batchnorm:
                 x = layers.BatchNormalization(name=f"{n}_transpose_bn")(x)
             x = layers.Activation("relu", name=f"{n}_transpose_relu")(x)
+        elif upsampling == "bilinear":  # keras's bilinear UpSampling2D fails at a run-time size in a TF graph
+            x = BilinearUpSampling2D(2, name=f"{n}_upsampling")(x)
         else:
             x = layers.UpSampling2D(2, interpolation=upsampling, name=f"{n}_upsampling")(x)
         if skip is not None:
