@@ -126,7 +126,7 @@ def test_images_are_raw_rgb_floats(tiny_iccv09):
 
 def test_cache_reuse_and_stale_rebuild(tiny_iccv09, tmp_path):
     paths = sorted((tiny_iccv09 / "labels").glob("*.surfaces.txt"))
-    cache = tmp_path / "c" / "surfaces.npz"
+    cache = tmp_path / "c" / "surfaces.bin"
     first, stats = ic.load_labels(paths, 3, cache)
     assert stats == {"parsed": 6, "cached": 0} and cache.exists()
     again, stats = ic.load_labels(paths, 3, cache)
@@ -145,7 +145,7 @@ def test_cache_reuse_and_stale_rebuild(tiny_iccv09, tmp_path):
 
 def test_cache_of_another_version_or_corrupt_is_rebuilt(tiny_iccv09, tmp_path, monkeypatch):
     paths = sorted((tiny_iccv09 / "labels").glob("*.surfaces.txt"))
-    cache = tmp_path / "surfaces.npz"
+    cache = tmp_path / "surfaces.bin"
     ic.load_labels(paths, 3, cache)
     monkeypatch.setattr(ic, "CACHE_VERSION", ic.CACHE_VERSION + 1)
     _, stats = ic.load_labels(paths, 3, cache)

@@ -42,7 +42,7 @@ CLASS_NAMES = {
 MASKS = tuple(CLASS_NAMES)
 
 # Bump when the cache format or the parser's output changes: old caches are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------- finding
@@ -295,6 +295,11 @@ def parse_label_text(data: bytes, source: str = "<label>") -> np.ndarray:
     :class:`KsegError` naming ``source`` for empty content, ragged rows or
     non-integer tokens.
     """
+    if b"-" in data and b":" not in data:
+        # iccv09's unknown pixels are "-1": as one byte (':' = '0' + 10) they keep the strided fast path
+        strided = _parse_strided(np.frombuffer(data.replace(b"-1", b":"), dtype=np.uint8), allow_colon=True)
+        if strided is not None:
+            return strided
     buf = np.frombuffer(data, dtype=np.uint8)
     fast = _parse_single_digits(buf)
     if fast is not None:
@@ -302,18 +307,30 @@ def parse_label_text(data: bytes, source: str = "<label>") -> np.ndarray:
     return _parse_general(buf, data, source)
 
 
+def _parse_strided(buf: np.ndarray, allow_colon: bool = False) -> np.ndarray | None:
+    """"d d d\nd d d\n": one-byte values at even offsets, one space or newline after each; else None."""
+    if buf.size < 2 or buf.size % 2 or buf[-1] != 10:
+        return None
+    d, sep = buf[0::2], buf[1::2]
+    if not (((d - 48) < (11 if allow_colon else 10)).all() and ((sep == 32) | (sep == 10)).all()):
+        return None
+    rows = np.flatnonzero(sep == 10) + 1
+    width = int(rows[0])
+    if not (np.diff(rows, prepend=0) == width).all():
+        return None
+    vals = (d - 48).astype(np.int64)
+    if allow_colon:
+        vals[vals == 10] = -1
+    return vals.reshape(rows.size, width)
+
+
 def _parse_single_digits(buf: np.ndarray) -> np.ndarray | None:
     """Fast path: every token is ``d`` or ``-d``, rows end in newlines; else None."""
     if buf.size < 2 or buf[-1] != 10:
         return None
-    if buf.size % 2 == 0:
-        # "d d d\nd d d\n": digits at even offsets, one space or newline after each
-        d, sep = buf[0::2], buf[1::2]
-        if ((d - 48) < 10).all() and ((sep == 32) | (sep == 10)).all():
-            rows = np.flatnonzero(sep == 10) + 1
-            width = int(rows[0])
-            if (np.diff(rows, prepend=0) == width).all():
-                return (d - 48).astype(np.int64).reshape(rows.size, width)
+    strided = _parse_strided(buf)
+    if strided is not None:
+        return strided
     dig = buf >= 48
     if (buf > 57).any() or (dig[1:] & dig[:-1]).any():
         return None  # a letter or a multi-digit value: take the general path
@@ -430,45 +447,64 @@ def load_labels(paths: list[Path], num_classes: int, cache_file: Path | None) ->
     cached: dict[str, np.ndarray] = {}
     if cache_file is not None and cache_file.exists():
         cached = _read_cache(cache_file)
-    out, parsed = [], 0
-    for p, k in zip(paths, keys):
-        arr = cached.get(k)
-        if arr is None:
-            arr = read_label_file(p, num_classes)
-            parsed += 1
-        out.append(arr)
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    fresh = {}
+    if missing:
+        # reading and most NumPy passes release the GIL: parse on all cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(len(missing), os.cpu_count() or 1, 8)
+        with ThreadPoolExecutor(workers) as pool:
+            fresh = dict(zip(missing, pool.map(lambda i: read_label_file(paths[i], num_classes), missing)))
+    out = [fresh[i] if i in fresh else cached[k] for i, k in enumerate(keys)]
+    parsed = len(missing)
     if cache_file is not None and (parsed or len(cached) != len(keys)):
         _write_cache(cache_file, keys, out)
     return out, {"parsed": parsed, "cached": len(paths) - parsed}
 
 
+_MAGIC = b"KSEGLBL\0"
+
+
 def _read_cache(cache_file: Path) -> dict[str, np.ndarray]:
+    """Entries of a label cache file; {} for a missing, foreign, damaged or other-version file."""
     try:
-        with np.load(cache_file, allow_pickle=False) as z:
-            if int(z["version"]) != CACHE_VERSION:
-                return {}
-            keys = [str(k) for k in z["keys"]]
-            flat, offsets, shapes = z["flat"], z["offsets"], z["shapes"]
-    except (OSError, ValueError, KeyError, EOFError, Exception):  # a broken cache is rebuilt, never trusted
+        data = cache_file.read_bytes()
+        if data[:8] != _MAGIC:
+            return {}
+        hlen = int.from_bytes(data[8:16], "little")
+        header = json.loads(data[16:16 + hlen])
+        if header.get("version") != CACHE_VERSION:
+            return {}
+        keys, offsets, shapes = header["keys"], header["offsets"], header["shapes"]
+        flat = np.frombuffer(data, dtype=np.int8, offset=16 + hlen)
+    except (OSError, ValueError, KeyError, TypeError):  # a broken cache is rebuilt, never trusted
         return {}
     if len(offsets) != len(keys) + 1 or len(shapes) != len(keys) or offsets[-1] != flat.size:
         return {}
-    return {k: flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i, k in enumerate(keys)}
+    try:
+        return {k: flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i, k in enumerate(keys)}
+    except ValueError:
+        return {}
 
 
 def _write_cache(cache_file: Path, keys: list[str], arrays: list[np.ndarray]) -> None:
+    """Write the cache under a temporary name, then rename it into place."""
+    tmp = None
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        sizes = np.array([a.size for a in arrays], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(sizes)))
-        shapes = np.array([a.shape for a in arrays], dtype=np.int32).reshape(-1, 2)
-        flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.int8)
+        offsets = np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(int).tolist()
+        header = json.dumps({"version": CACHE_VERSION, "keys": keys, "offsets": offsets,
+                             "shapes": [list(a.shape) for a in arrays]}).encode()
         fd, tmp = tempfile.mkstemp(prefix=cache_file.name + ".", suffix=".tmp", dir=cache_file.parent)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, version=np.int64(CACHE_VERSION), keys=np.array(keys), flat=flat,
-                     offsets=offsets, shapes=shapes)
+            f.write(_MAGIC + len(header).to_bytes(8, "little") + header)
+            for a in arrays:
+                f.write(np.ascontiguousarray(a, dtype=np.int8).tobytes())
         os.replace(tmp, cache_file)
     except OSError as err:  # a cache we cannot write only costs time next run
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         print(f"kseg: warning: {cache_file}: cannot write label cache ({err.strerror})", file=sys.stderr)
 
 
@@ -505,7 +541,7 @@ def load_iccv09(data: str | os.PathLike | None = None, mask: str = "surfaces",
     image_paths = [str(root / "images" / f"{i}.jpg") for i in ids]
     label_paths = [root / "labels" / f"{i}.{mask}.txt" for i in ids]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
-    cache_file = cache / f"{mask}-labels.npz" if limit is None else cache / f"{mask}-labels-{limit}.npz"
+    cache_file = cache / f"{mask}-labels.bin" if limit is None else cache / f"{mask}-labels-{limit}.bin"
     labels, _ = load_labels(label_paths, len(CLASS_NAMES[mask]), cache_file)
     if check_sizes:
         for img, lab, lp in zip(image_paths, labels, label_paths):
