@@ -123,8 +123,9 @@ def load_model(path):
     """Load a ``.keras`` model (safe mode on) for export, evaluation or prediction."""
     import keras
 
-    import kseg.losses  # noqa: F401  (registers kseg's serialisable losses and metrics)
+    import kseg.losses  # noqa: F401  (registers kseg's serialisable losses, metrics and layers)
     import kseg.metrics  # noqa: F401
+    import kseg.models  # noqa: F401
 
     path = Path(path)
     if not path.exists():
