@@ -87,7 +87,7 @@ def load_predictor(path):
     def predict(images):
         return np.asarray(model.predict_on_batch(images))
 
-    return predict, {"format": "keras", "input_size": size}
+    return predict, {"format": "keras", "input_size": size, "num_classes": int(model.outputs[0].shape[-1])}
 
 
 def _saved_model_predictor(path):
@@ -378,6 +378,9 @@ def run(args) -> dict:
 
     t0 = time.time()
     predict, info = load_predictor(model_path)
+    if info.get("num_classes") not in (None, len(class_names)):
+        raise KsegError(f"{model_path}: the model predicts {info['num_classes']} classes but --mask {args.mask} "
+                        f"has {len(class_names)}: was it trained for the other mask?")
     size = check_size(args.size or info["input_size"] or 224)
 
     from kseg.data import load_iccv09, make_dataset, split_indices

@@ -219,6 +219,9 @@ def resolve_palette(spec, num_classes: int, model_path=None):
 
     if spec:
         if spec in viz.PALETTES:
+            if len(viz.PALETTES[spec]) != num_classes:
+                raise KsegError(f"{model_path or 'the model'}: the model predicts {num_classes} classes but the "
+                                f"{spec} palette has {len(viz.PALETTES[spec])}: was it trained for another mask?")
             return spec
         path = Path(spec)
         if not path.is_file():
@@ -233,10 +236,12 @@ def resolve_palette(spec, num_classes: int, model_path=None):
 
 
 def predict_files(model, paths, out_dir, predictor: Predictor | None = None, palette=None, alpha: float = 0.5,
-                  post=None, progress: bool = True) -> list[dict]:
+                  post=None, progress: bool = True, skipped: list | None = None) -> list[dict]:
     """Predict every image in ``paths``; write ``<name>.png`` and ``<name>_overlay.png`` into ``out_dir``.
 
     Returns one dict per image: ``image``, ``class_map``, ``overlay`` (paths) and ``size`` (W, H).
+    An image that cannot be decoded raises :class:`KsegError`; when ``skipped``
+    is a list, it is instead left out with a warning naming it and appended there.
     """
     from kseg import viz
 
@@ -253,7 +258,15 @@ def predict_files(model, paths, out_dir, predictor: Predictor | None = None, pal
     bar = _Progress(len(paths), enabled=progress)
     for i, path in enumerate(paths):
         path = Path(path)
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except KsegError as err:
+            if skipped is None:
+                raise
+            print(f"\nkseg: warning: {err}; skipping this image" if progress else
+                  f"kseg: warning: {err}; skipping this image", file=sys.stderr)
+            skipped.append(str(path))
+            continue
         class_map = np.argmax(predictor(image), axis=-1)
         if post is not None:
             class_map = post(class_map, c)
@@ -328,9 +341,14 @@ def main(argv=None):
     predictor = Predictor(model, size=args.size, scales=args.scales, flip=args.flip, merge=args.merge)
     palette = resolve_palette(args.palette, predictor.num_classes, args.model)
     t0 = time.time()
+    skipped = []
     results = predict_files(model, paths, args.out, predictor, palette=palette, alpha=args.alpha, post=post,
-                            progress=not args.quiet)
-    print(f"kseg: wrote {len(results)} class maps and overlays to {args.out} in {time.time() - t0:.1f}s")
+                            progress=not args.quiet, skipped=skipped)
+    if not results:
+        raise KsegError(f"{paths[0]}: none of the {len(paths)} input images could be read")
+    note = f"; skipped {len(skipped)} unreadable image(s): {', '.join(Path(p).name for p in skipped[:3])}" \
+        + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "") if skipped else ""
+    print(f"kseg: wrote {len(results)} class maps and overlays to {args.out} in {time.time() - t0:.1f}s{note}")
     return 0
 
 

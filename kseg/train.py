@@ -9,15 +9,20 @@ the metrics.
 The output folder (``--out``, default ``runs/<mask>-<model>-<backbone>``) gets:
 
 - ``best.keras``        the best checkpoint (by ``--monitor``, default val_loss)
-- ``history.csv``       one row per epoch (Keras CSVLogger)
+- ``history.csv``       one row per epoch (as Keras CSVLogger writes it)
 - ``curves.png``        learning curves
 - ``predictions.png``   input / truth / prediction for a few validation images
 - ``metrics.json``      validation pixel accuracy, mIoU and per-class IoU of best.keras
 - ``saved_model/``      a SavedModel whose serving function takes uint8 RGB images of any size,
                         with ``model.tflite`` inside (see kseg.export)
 
-Running the same command again resumes an interrupted run from its last
-finished epoch (Keras BackupAndRestore in ``<out>/.backup``).
+Running the same command again resumes an interrupted (even killed) run from
+its last finished epoch: ``<out>/.backup`` holds the weights and the optimizer's
+state after each epoch, and is removed once every output is written. Every
+file a later run trusts (``best.keras``, the resume state, ``history.csv``,
+``metrics.json``, the SavedModel) is written under a temporary name and
+renamed. A loss that becomes NaN stops the run with an error; ``best.keras``
+and the resume state then still hold the last good epoch.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from kseg.errors import KsegError, cli_entry
+from kseg.errors import KsegError, atomic_path, cli_entry, write_text_atomic
 
 DEFAULTS = dict(mask="surfaces", model="unet", backbone="resnet34", loss="ce", epochs=20, batch_size=16,
                 size="224", lr=1e-3, val_split=0.2, seed=42)
@@ -96,17 +102,39 @@ def validate(args):
     return args
 
 
-def _best_so_far(csv_path: Path, monitor: str):
-    """The best ``monitor`` value in an existing history (for a resumed ModelCheckpoint)."""
+def _read_history(csv_path: Path, before_epoch: int) -> list[dict]:
+    """The rows of an existing ``history.csv`` for epochs before ``before_epoch`` (a resumed run's past).
+
+    Rows of later epochs (an epoch that was logged but whose resume state was
+    not saved before a kill) are dropped: that epoch runs again and is logged once.
+    """
     try:
         with open(csv_path, newline="") as f:
-            vals = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor) not in (None, "")]
-    except (OSError, ValueError, KeyError):
-        return None
-    vals = [v for v in vals if math.isfinite(v)]
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+    except (OSError, csv.Error, UnicodeDecodeError) as err:
+        raise KsegError(f"{csv_path}: cannot read the history of the run to resume ({err})") from None
+    try:
+        return [r for r in rows if int(r["epoch"]) < before_epoch]
+    except (KeyError, TypeError, ValueError):
+        raise KsegError(f"{csv_path}: not a kseg history (no integer epoch column); "
+                        f"move it away to resume") from None
+
+
+def _best_so_far(rows: list[dict], monitor: str) -> tuple[float | None, int | None]:
+    """The best finite ``monitor`` value in a resumed run's history and its epoch ((None, None) if none)."""
+    vals = []
+    for r in rows:
+        try:
+            v = float(r.get(monitor) or "nan")
+        except ValueError:
+            continue
+        if math.isfinite(v):
+            vals.append((v, int(r["epoch"])))
     if not vals:
-        return None
-    return min(vals) if _mode(monitor) == "min" else max(vals)
+        return None, None
+    return min(vals) if _mode(monitor) == "min" else max(vals, key=lambda t: (t[0], -t[1]))
 
 
 def _mode(monitor: str) -> str:
@@ -148,7 +176,9 @@ def run(args) -> dict:
     ds = info["dataset"]
     print(f"kseg: {len(ds)} images from {ds.root} ({ds.mask}: {ds.num_classes} classes), "
           f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation, "
-          f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s", flush=True)
+          f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s"
+          + (f" (skipped {len(ds.skipped)} unreadable image(s))" if getattr(ds, "skipped", None) else ""),
+          flush=True)
 
     model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
                          input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
@@ -162,38 +192,63 @@ def run(args) -> dict:
                   jit_compile=jit)
 
     backup = out / ".backup"
-    resuming = backup.exists()
     history_csv = out / "history.csv"
     best_path = out / "best.keras"
-    monitor = args.monitor
-    threshold = _best_so_far(history_csv, monitor) if resuming else None
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode=_mode(monitor),
-                                        save_best_only=True, initial_value_threshold=threshold),
-        keras.callbacks.CSVLogger(str(history_csv), append=resuming),
-        keras.callbacks.TerminateOnNaN(),
-        CurvesCallback(history_csv, out / "curves.png"),
-    ]
-    if resuming:
-        print(f"kseg: resuming from {backup}", flush=True)
+    config = {"data_format": args.data_format, "mask": ds.mask, "model": args.model, "backbone": args.backbone,
+              "size": list(args.size), "classes": ds.num_classes}
+    state = read_resume_state(backup, config)
+    initial_epoch = 0
+    if state is not None:
+        initial_epoch = restore_resume_state(model, backup, state, args.lr)
+        print(f"kseg: resuming from {backup} at epoch {initial_epoch + 1} of {args.epochs}", flush=True)
+    rows = _read_history(history_csv, initial_epoch) if state is not None else []
+    recorder = RunRecorder(history_csv, rows, best_path, args.monitor, *_best_so_far(rows, args.monitor),
+                           last_good_epoch=initial_epoch - 1 if initial_epoch else None)
+    callbacks = [recorder, CurvesCallback(history_csv, out / "curves.png"),
+                 ResumeState(backup, config, recorder)]
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
-    model.fit(train_ds, steps_per_epoch=info["steps_per_epoch"], epochs=args.epochs,
-              validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False)
+    if initial_epoch < args.epochs:
+        import tensorflow as tf
+
+        try:
+            model.fit(train_ds, steps_per_epoch=info["steps_per_epoch"], epochs=args.epochs,
+                      initial_epoch=initial_epoch, validation_data=val_ds, callbacks=callbacks,
+                      verbose=verbose, shuffle=False)
+        except tf.errors.InvalidArgumentError as err:
+            if "IteratorGetNext" not in str(err):
+                raise
+            detail = next((ln for ln in str(err).splitlines() if "Error in user-defined" in ln or "failed" in ln),
+                          str(err).splitlines()[0])
+            raise KsegError(f"{ds.root}: a file could not be read during training ({detail.strip()[-200:]}); "
+                            f"the last finished epoch is kept: fix or remove the file and run again "
+                            f"to resume") from None
+    if recorder.nan_at is not None:
+        epoch, batch = recorder.nan_at
+        kept = (f"the last good checkpoint {best_path} (epoch {recorder.best_epoch + 1}) is kept"
+                if recorder.best_epoch is not None else f"no checkpoint was better before it, so {best_path} "
+                                                        f"was not written")
+        resume = (f"running again (with a lower --lr, say) resumes after epoch {recorder.last_good_epoch + 1}"
+                  if recorder.last_good_epoch is not None else "run again with a lower --lr")
+        raise KsegError(f"{history_csv}: the loss became NaN in epoch {epoch + 1}, batch {batch + 1}; "
+                        f"training stopped (--lr {args.lr:g}): {kept}; {resume}")
 
     from kseg.export import export_saved_model, load_model
 
     best = load_model(best_path) if best_path.exists() else model
+    skipped = list(getattr(ds, "skipped", []) or [])
     report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json",
                               extra={"mask": ds.mask, "model": args.model, "backbone": args.backbone,
                                      "epochs": args.epochs, "size": list(args.size),
                                      "train_images": len(info["train_idx"]),
-                                     "val_images": len(info["val_idx"])})
+                                     "val_images": len(info["val_idx"]),
+                                     "skipped_images": skipped})
     save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")
     if not args.no_export:
         export_saved_model(best, out / "saved_model", tflite=not args.no_tflite)
+    shutil.rmtree(backup, ignore_errors=True)  # every output is written: nothing left to resume
+    note = f"; skipped {len(skipped)} unreadable image(s): {_names(skipped)}" if skipped else ""
     print(f"kseg: validation pixel accuracy {report['pixel_accuracy']:.4f}, mIoU {report['miou']:.4f} "
-          f"(best.keras); outputs in {out}", flush=True)
+          f"(best.keras); outputs in {out}{note}", flush=True)
     np.random.seed(None)
     return report
 
@@ -233,9 +288,7 @@ def evaluate_to_json(model, val_ds, class_names, path, extra=None) -> dict:
     report = scores(cm, class_names)
     report["confusion_matrix"] = cm.tolist()
     report.update(extra or {})
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(report, indent=2), "metrics")
     return report
 
 
@@ -259,6 +312,145 @@ def save_predictions(model, ds, val_idx, size, path, n: int = 4) -> None:
     preds = np.argmax(model.predict(np.stack(images), verbose=0), -1)
     colors = getattr(ds, "colors", None)  # a folder dataset's palette file, if it had one
     save_prediction_grid(path, images, truths, preds, ds.class_names, ds.mask if colors is None else colors)
+
+
+def _names(paths, n: int = 3) -> str:
+    names = [Path(p).name for p in paths]
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+RESUME_STATE = "state.json"
+
+
+def read_resume_state(backup: Path, config: dict) -> dict | None:
+    """The resume state in ``backup`` (None if there is none); errors name the file.
+
+    The state is ``state.json`` (``epoch``: epochs finished, ``weights``: the
+    file holding the model's and the optimizer's variables after them, and the
+    run's ``config``). It is written last and atomically, so it always points
+    at a complete weights file.
+    """
+    meta = backup / RESUME_STATE
+    if not meta.exists():
+        if backup.exists():
+            print(f"kseg: warning: {backup}: no {RESUME_STATE} in it (an interrupted run of another kseg "
+                  f"version?); starting over", file=sys.stderr)
+            shutil.rmtree(backup, ignore_errors=True)
+        return None
+    try:
+        state = json.loads(meta.read_text())
+        epoch, weights, saved = int(state["epoch"]), str(state["weights"]), dict(state["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise KsegError(f"{meta}: unreadable resume state ({type(err).__name__}: {err}); "
+                        f"delete {backup} to start the run over") from None
+    diff = [f"{k} {saved.get(k)!r}, not {v!r}" for k, v in config.items() if saved.get(k) != v]
+    if diff:
+        raise KsegError(f"{backup.parent}: holds an interrupted run with other options ({'; '.join(diff)}): "
+                        f"run with those options to resume it, or pick another --out, or delete {backup}")
+    if epoch < 0 or "/" in weights or not (backup / weights).is_file():
+        raise KsegError(f"{meta}: resume state names a missing weights file {weights!r}; "
+                        f"delete {backup} to start the run over")
+    return {"epoch": epoch, "weights": weights, "config": saved}
+
+
+def restore_resume_state(model, backup: Path, state: dict, lr: float) -> int:
+    """Load the model's and the optimizer's variables from the resume state; return the epoch to start at."""
+    path = backup / state["weights"]
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(path)
+    except Exception as err:  # h5py and keras raise many types for a damaged or foreign file
+        raise KsegError(f"{path}: cannot resume from it ({type(err).__name__}: {err}); "
+                        f"delete {backup} to start the run over") from None
+    try:
+        model.optimizer.learning_rate.assign(lr)  # this run's --lr, not the interrupted one's
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return state["epoch"]
+
+
+class RunRecorder:
+    """After each epoch: ``history.csv`` (rewritten atomically), then ``best.keras`` if the
+    monitored value improved (saved atomically, never for a non-finite loss); after each
+    batch: stop the run when the loss is NaN or infinite."""
+
+    def __new__(cls, csv_path, rows, best_path, monitor, best=None, best_epoch=None, last_good_epoch=None):
+        import keras
+
+        class _Recorder(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.rows = list(rows)
+                self.best = best
+                self.best_epoch = best_epoch
+                self.last_good_epoch = last_good_epoch
+                self.nan_at = None
+                self._epoch = 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._epoch = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)) and self.nan_at is None:
+                    self.nan_at = (self._epoch, batch)
+                    self.model.stop_training = True
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                self.rows.append({"epoch": epoch, **logs})
+                self._write_history()
+                finite = all(math.isfinite(v) for k, v in logs.items() if k.endswith("loss"))
+                if not finite or self.nan_at is not None:
+                    return
+                self.last_good_epoch = epoch
+                if monitor not in logs:
+                    raise KsegError(f"bad --monitor {monitor!r}: choose one of {', '.join(sorted(logs))}")
+                current = logs[monitor]
+                better = (self.best is None or (current < self.best if _mode(monitor) == "min"
+                                                else current > self.best))
+                if math.isfinite(current) and better:
+                    with atomic_path(best_path, "checkpoint") as tmp:
+                        self.model.save(tmp)
+                    self.best, self.best_epoch = current, epoch
+
+            def _write_history(self):
+                keys = ["epoch"] + sorted({k for r in self.rows for k in r if k != "epoch"})
+                with atomic_path(csv_path, "history") as tmp:
+                    with open(tmp, "w", newline="") as f:
+                        w = csv.DictWriter(f, keys, restval="", extrasaction="ignore")
+                        w.writeheader()
+                        w.writerows(self.rows)
+
+        return _Recorder()
+
+
+class ResumeState:
+    """After each epoch with a finite loss: the model's and the optimizer's variables into
+    ``backup/epoch-N.weights.h5``, then ``backup/state.json`` pointing at it (both atomic)."""
+
+    def __new__(cls, backup, config, recorder):
+        import keras
+
+        class _State(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if recorder.nan_at is not None or recorder.last_good_epoch != epoch:
+                    return  # never resume from a NaN model: the last good state stays
+                try:
+                    backup.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise KsegError(f"{backup}: cannot create the resume folder ({err.strerror})") from None
+                name = f"epoch-{epoch + 1}.weights.h5"
+                with atomic_path(backup / name, "resume state") as tmp:
+                    self.model.save_weights(tmp)
+                write_text_atomic(backup / RESUME_STATE, json.dumps({"epoch": epoch + 1, "weights": name,
+                                                                      "config": config}), "resume state")
+                for old in backup.glob("epoch-*.weights.h5"):
+                    if old.name != name:
+                        old.unlink(missing_ok=True)
+
+        return _State()
 
 
 class CurvesCallback:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kseg.data.iccv09 import Iccv09, image_size
+from kseg.data.iccv09 import Iccv09, skip_unreadable
 from kseg.errors import KsegError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -344,10 +344,11 @@ def folder(images_dir, masks_dir=None, class_names=None, palette=None, ignore_in
     pairs = match_files(images_dir, masks_dir, mask_suffix)
     if limit is not None:
         pairs = pairs[: int(limit)]
+    # an image that does not decode is left out (with a warning naming it), not a crash mid-training
+    sizes, skipped, _, pairs = skip_unreadable([img for _, img, _ in pairs], pairs)
     ids, image_paths, labels = [], [], []
-    for ident, img, mpath in pairs:
+    for hw, (ident, img, mpath) in zip(sizes, pairs):
         lab = read_mask(mpath, len(names) if names is not None else None, colors, ignore_colors, ignore_index)
-        hw = image_size(img)
         if tuple(lab.shape) != hw:
             raise KsegError(f"{mpath}: mask is {lab.shape[1]}x{lab.shape[0]} (WxH) but its image {img.name} "
                             f"is {hw[1]}x{hw[0]}")
@@ -364,7 +365,7 @@ def folder(images_dir, masks_dir=None, class_names=None, palette=None, ignore_in
         names = [f"class{i}" for i in range(top + 1)]
     labels = [lab.astype(np.int8) for lab in labels]
     return FolderDataset(root=root, mask="folder", ids=ids, image_paths=image_paths, labels=labels,
-                         class_names=tuple(names), colors=colors)
+                         class_names=tuple(names), colors=colors, skipped=skipped)
 
 
 def folder_datasets(data, masks_dir=None, size=(224, 224), batch_size=16, val_split=0.2, seed=42, sparse=False,

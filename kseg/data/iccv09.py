@@ -24,6 +24,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,9 +192,13 @@ def extract_archive(archive: Path, dest_dir: Path, quiet: bool = False) -> Path:
                     with src, open(out_path, "wb") as out:
                         shutil.copyfileobj(src, out, 1 << 20)
                     os.utime(out_path, (m.mtime, m.mtime))
-        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+                # a gzip stream checks its CRC and length only at its very end: read up to it, so an
+                # archive cut off in its last bytes is refused too
+                while tar.fileobj.read(1 << 20):
+                    pass
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as err:
             if isinstance(err, OSError) and err.errno is not None and not isinstance(err, tarfile.TarError):
-                raise KsegError(f"{archive}: cannot extract ({err.strerror or err})") from None
+                raise KsegError(f"{archive}: cannot extract into {dest_dir} ({err.strerror or err})") from None
             raise KsegError(f"{archive}: not a readable .tar.gz archive ({err or 'truncated'})") from None
         top = tmp / FOLDER_NAME
         if not top.is_dir():
@@ -227,7 +232,10 @@ def _check_member(archive: Path, m: tarfile.TarInfo, dest: Path) -> None:
 
 @dataclass
 class Iccv09:
-    """The dataset as plain values: ids, image paths and label maps (int8, -1 = unknown)."""
+    """The dataset as plain values: ids, image paths and label maps (int8, -1 = unknown).
+
+    ``skipped`` lists the image files left out because they could not be decoded.
+    """
 
     root: Path
     mask: str
@@ -235,6 +243,7 @@ class Iccv09:
     image_paths: list[str]
     labels: list[np.ndarray]
     class_names: tuple[str, ...] = field(default=())
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -466,6 +475,13 @@ def load_labels(paths: list[Path], num_classes: int, cache_file: Path | None) ->
 _MAGIC = b"KSEGLBL\0"
 
 
+def _kseg_version() -> str:
+    """The kseg version that writes (and alone trusts) a label cache."""
+    import kseg
+
+    return kseg.__version__
+
+
 def _read_cache(cache_file: Path) -> dict[str, np.ndarray]:
     """Entries of a label cache file; {} for a missing, foreign, damaged or other-version file."""
     try:
@@ -474,7 +490,7 @@ def _read_cache(cache_file: Path) -> dict[str, np.ndarray]:
             return {}
         hlen = int.from_bytes(data[8:16], "little")
         header = json.loads(data[16:16 + hlen])
-        if header.get("version") != CACHE_VERSION:
+        if header.get("version") != CACHE_VERSION or header.get("kseg") != _kseg_version():
             return {}
         keys, offsets, shapes = header["keys"], header["offsets"], header["shapes"]
         flat = np.frombuffer(data, dtype=np.int8, offset=16 + hlen)
@@ -494,7 +510,7 @@ def _write_cache(cache_file: Path, keys: list[str], arrays: list[np.ndarray]) ->
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(int).tolist()
-        header = json.dumps({"version": CACHE_VERSION, "keys": keys, "offsets": offsets,
+        header = json.dumps({"version": CACHE_VERSION, "kseg": _kseg_version(), "keys": keys, "offsets": offsets,
                              "shapes": [list(a.shape) for a in arrays]}).encode()
         fd, tmp = tempfile.mkstemp(prefix=cache_file.name + ".", suffix=".tmp", dir=cache_file.parent)
         with os.fdopen(fd, "wb") as f:
@@ -523,6 +539,57 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return h, w
 
 
+def check_image(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file that decodes completely; :class:`KsegError` otherwise.
+
+    Decodes the whole file (a JPEG cut short or with damaged data has a good
+    header but fails in the training pipeline's decoder).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            im.load()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise KsegError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    return h, w
+
+
+def skip_unreadable(image_paths, *others, kind: str = "image"):
+    """Drop the images that do not decode, warning once per file naming it.
+
+    Returns ``(sizes, skipped, kept_image_paths, *kept_others)``: ``sizes`` are the
+    kept images' (H, W), ``skipped`` the left-out paths, ``others`` lists
+    parallel to ``image_paths`` filtered the same way. Raises :class:`KsegError`
+    when no image is left.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(img):
+        try:
+            return check_image(img)
+        except KsegError as err:
+            return err
+
+    # decoding releases the GIL: check on all cores
+    with ThreadPoolExecutor(max(1, min(len(image_paths), os.cpu_count() or 1, 8))) as pool:
+        results = list(pool.map(check, image_paths))
+    keep, sizes, skipped = [], [], []
+    for i, (img, res) in enumerate(zip(image_paths, results)):
+        if isinstance(res, KsegError):
+            print(f"kseg: warning: {res}; skipping this {kind}", file=sys.stderr)
+            skipped.append(str(img))
+        else:
+            sizes.append(res)
+            keep.append(i)
+    if not keep:
+        raise KsegError(f"{Path(image_paths[0]).parent if image_paths else '?'}: none of the "
+                        f"{len(image_paths)} images could be read")
+    pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
+    return (sizes, skipped, pick(list(image_paths)), *(pick(list(o)) for o in others))
+
+
 def load_iccv09(data: str | os.PathLike | None = None, mask: str = "surfaces",
                 cache_dir: str | os.PathLike | None = None, limit: int | None = None,
                 quiet: bool = True, check_sizes: bool = True) -> Iccv09:
@@ -543,11 +610,14 @@ def load_iccv09(data: str | os.PathLike | None = None, mask: str = "surfaces",
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
     cache_file = cache / f"{mask}-labels.bin" if limit is None else cache / f"{mask}-labels-{limit}.bin"
     labels, _ = load_labels(label_paths, len(CLASS_NAMES[mask]), cache_file)
+    skipped = []
     if check_sizes:
-        for img, lab, lp in zip(image_paths, labels, label_paths):
-            hw = image_size(img)
+        # an image that does not decode is left out (with a warning naming it), not a crash mid-training
+        sizes, skipped, image_paths, labels, label_paths, ids = skip_unreadable(image_paths, labels,
+                                                                                 label_paths, ids)
+        for hw, img, lab, lp in zip(sizes, image_paths, labels, label_paths):
             if tuple(lab.shape) != hw:
                 raise KsegError(f"{lp}: label is {lab.shape[1]}x{lab.shape[0]} (WxH) but its image "
                                 f"{Path(img).name} is {hw[1]}x{hw[0]}")
     return Iccv09(root=root, mask=mask, ids=ids, image_paths=image_paths, labels=labels,
-                  class_names=CLASS_NAMES[mask])
+                  class_names=CLASS_NAMES[mask], skipped=skipped)
