@@ -69,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (quick tries)")
     p.add_argument("--out", default=None, help="output folder (default runs/<mask>-<model>-<backbone>)")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="off", help="XLA compilation")
+    p.add_argument("--strategy", default="auto",
+                   help="tf.distribute strategy: auto, none, mirrored (this machine's GPUs), multiworker "
+                        "(machines named in TF_CONFIG) or tpu; auto is multiworker with a TF_CONFIG cluster, "
+                        "else mirrored with more than one GPU, else none; --batch-size is the global batch")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     p.add_argument("--no-tflite", action="store_true", help="export the SavedModel without saved_model/model.tflite")
     p.add_argument("--cache-dir", default=None, help="where parsed labels are cached")
@@ -89,6 +93,10 @@ def validate(args):
         raise KsegError(f"bad --batch-size {args.batch_size}: give a positive integer")
     if not 0.0 < args.val_split < 1.0:
         raise KsegError(f"bad --val-split {args.val_split}: give a fraction between 0 and 1, e.g. 0.2")
+    from kseg.distribute import STRATEGIES
+
+    if args.strategy not in STRATEGIES:
+        raise KsegError(f"unknown --strategy {args.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise KsegError(f"bad --lr {args.lr}: give a positive number")
     args.size = check_size(args.size)
@@ -152,6 +160,17 @@ def run(args) -> dict:
     except OSError as err:
         raise KsegError(f"{out}: output folder is not writable ({err.strerror})") from None
 
+    from kseg import distribute
+
+    strategy = distribute.get_strategy(args.strategy)  # first: multi-worker collectives are set up at start-up
+    chief = distribute.is_chief(strategy)
+    if not chief:  # every worker saves what the chief saves (saving may read distributed variables), elsewhere
+        out = distribute.worker_dir(out, chief=False)
+        out.mkdir(parents=True, exist_ok=True)
+    if strategy is not None:
+        print(f"kseg: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas; "
+              f"global batch {args.batch_size}", flush=True)
+
     import keras
     import numpy as np
 
@@ -180,16 +199,21 @@ def run(args) -> dict:
           + (f" (skipped {len(ds.skipped)} unreadable image(s))" if getattr(ds, "skipped", None) else ""),
           flush=True)
 
-    model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
-                         input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
-                         encoder_freeze=args.encoder_freeze)
-    loss = klosses.get(args.loss)
-    if args.sparse:
-        loss = SparseAdapter(loss, ds.num_classes)
-    jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=loss,
-                  metrics=[kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)],
-                  jit_compile=jit)
+    if strategy is not None:
+        train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
+    with distribute.scope(strategy):  # model, optimizer and metrics live on every replica
+        model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
+                             input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
+                             encoder_freeze=args.encoder_freeze)
+        distribute.sync_batch_norm(model, strategy)
+        loss = klosses.get(args.loss)
+        if args.sparse:
+            loss = SparseAdapter(loss, ds.num_classes)
+        jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
+        metrics = [kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)]
+        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=distribute.replica_loss(loss, strategy),
+                      metrics=metrics, jit_compile=jit)
+        distribute.build_for_fit(model, strategy, train_ds)
 
     backup = out / ".backup"
     history_csv = out / "history.csv"
@@ -199,20 +223,25 @@ def run(args) -> dict:
     state = read_resume_state(backup, config)
     initial_epoch = 0
     if state is not None:
-        initial_epoch = restore_resume_state(model, backup, state, args.lr)
+        with distribute.scope(strategy):
+            initial_epoch = restore_resume_state(model, backup, state, args.lr)
         print(f"kseg: resuming from {backup} at epoch {initial_epoch + 1} of {args.epochs}", flush=True)
     rows = _read_history(history_csv, initial_epoch) if state is not None else []
     recorder = RunRecorder(history_csv, rows, best_path, args.monitor, *_best_so_far(rows, args.monitor),
                            last_good_epoch=initial_epoch - 1 if initial_epoch else None)
     callbacks = [recorder, CurvesCallback(history_csv, out / "curves.png"),
                  ResumeState(backup, config, recorder)]
+    fit_val = val_ds
+    if distribute.multi_worker(strategy) and val_ds is not None:  # each worker validates on the whole set
+        callbacks.insert(0, distribute.local_validation(val_ds, loss, metrics))
+        fit_val = None
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
     if initial_epoch < args.epochs:
         import tensorflow as tf
 
         try:
             model.fit(train_ds, steps_per_epoch=info["steps_per_epoch"], epochs=args.epochs,
-                      initial_epoch=initial_epoch, validation_data=val_ds, callbacks=callbacks,
+                      initial_epoch=initial_epoch, validation_data=fit_val, callbacks=callbacks,
                       verbose=verbose, shuffle=False)
         except tf.errors.InvalidArgumentError as err:
             if "IteratorGetNext" not in str(err):
@@ -232,6 +261,12 @@ def run(args) -> dict:
         raise KsegError(f"{history_csv}: the loss became NaN in epoch {epoch + 1}, batch {batch + 1}; "
                         f"training stopped (--lr {args.lr:g}): {kept}; {resume}")
 
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
+        distribute.barrier(strategy)  # wait for the chief's outputs
+        print("kseg: worker finished; the chief wrote the outputs", flush=True)
+        return {}
+
     from kseg.export import export_saved_model, load_model
 
     best = load_model(best_path) if best_path.exists() else model
@@ -250,6 +285,7 @@ def run(args) -> dict:
     print(f"kseg: validation pixel accuracy {report['pixel_accuracy']:.4f}, mIoU {report['miou']:.4f} "
           f"(best.keras); outputs in {out}{note}", flush=True)
     np.random.seed(None)
+    distribute.barrier(strategy)  # the other workers wait for these outputs
     return report
 
 
