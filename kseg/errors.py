@@ -76,6 +76,12 @@ def atomic_path(path: str | os.PathLike, what: str = "file"):
     tmp = temp_name(path)
     try:
         yield tmp
+        if tmp.is_file():  # on the disk before the rename: a crash then leaves the old file or the new one
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except OSError as err:
         raise KsegError(f"{path}: cannot write the {what} ({err.strerror or err}); "
