@@ -141,6 +141,8 @@ def get_strategy(name: str = "auto", devices=None):
     name = resolve(name)
     if name == "none":
         return None
+    if name == "multiworker":
+        _check_tf_config(tf_config())
     import tensorflow as tf
 
     if name == "mirrored":
@@ -149,7 +151,6 @@ def get_strategy(name: str = "auto", devices=None):
             devices = [d.name for d in cpus] if len(cpus) > 1 else None
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
-        _check_tf_config(tf_config())
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as err:
@@ -242,12 +243,35 @@ def sync_batch_norm(model, strategy=None):
             return
         seen.add(id(layer))
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
+            _synchronise(layer)
         for child in getattr(layer, "layers", None) or []:
             walk(child)
 
     walk(model)
     return model
+
+
+def _synchronise(layer) -> None:
+    """Make one BatchNormalization layer compute the global batch's moments while training.
+
+    The layer's ``synchronized`` option would do it, but it is saved in the layer's
+    config, and a checkpoint holding ``synchronized=True`` loads under TensorFlow
+    only; so, where this Keras has the hook, only the layer's moments step is
+    replaced (not saved), and its config stays that of an ordinary layer.
+    """
+    from keras import ops
+
+    original = getattr(layer, "_moments", None)
+    if original is None or not hasattr(layer, "_reduction_axes"):
+        layer.synchronized = True
+        return
+
+    def moments(inputs, mask):
+        if mask is not None:
+            return original(inputs, mask)
+        return ops.moments(inputs, axes=layer._reduction_axes, synchronized=True)
+
+    layer._moments = moments
 
 
 def replica_loss(loss, strategy=None):
