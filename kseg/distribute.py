@@ -7,8 +7,8 @@
                    (or its logical CPU devices when it has no GPU and more than one CPU device);
 - ``multiworker``  :class:`tf.distribute.MultiWorkerMirroredStrategy` configured from the
                    ``TF_CONFIG`` environment variable (one process per machine);
-- ``tpu``          :class:`tf.distribute.TPUStrategy` on the TPU found by
-                   :class:`tf.distribute.cluster_resolver.TPUClusterResolver` (Colab, Cloud TPU VM);
+- ``tpu``          :class:`tf.distribute.TPUStrategy` on the TPU that :func:`tpu_address` names
+                   (``TPU_NAME``, Colab's ``COLAB_TPU_ADDR``, or a TPU VM's own); untested here;
 - ``auto``         ``multiworker`` when ``TF_CONFIG`` names more than one task, else
                    ``mirrored`` when there is more than one GPU, else ``none``.
 
@@ -18,7 +18,8 @@ confusion matrices are ``SyncOnRead`` variables with SUM aggregation, so a score
 after an epoch is the score over every replica's pixels. In a multi-worker run every
 worker computes the same things (saving a model may read distributed variables, a
 collective operation), but only the chief writes into ``--out``: the others write into
-:func:`worker_dir` and remove it when the run finishes.
+:func:`worker_dir` and remove it when the run finishes. Keras 3 needs help with the
+multi-worker case (see :func:`build_for_fit` and :func:`local_validation`).
 """
 
 from __future__ import annotations
