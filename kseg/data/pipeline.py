@@ -122,6 +122,8 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     def load(path, flat, shape):
         img = decode_image(path)
         img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear", antialias=False)
+        # cached and shuffled as uint8 (a quarter of float32's memory); back to float32 after the shuffle
+        img = tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
         lab = tf.reshape(flat, tf.concat([shape, [1]], 0))
         lab = tf.image.resize(lab, (h, w), method="nearest")  # never interpolate class ids
         return img, lab
@@ -133,10 +135,12 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
         ds = ds.shuffle(len(image_paths), seed=seed, reshuffle_each_iteration=True).repeat()
         if augment is not None:
             ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
-                lambda pair, i: augment(pair[0], pair[1], tf.stack([tf.constant(seed, tf.int64), i])),
+                lambda pair, i: augment(tf.cast(pair[0], tf.float32), pair[1],
+                                        tf.stack([tf.constant(seed, tf.int64), i])),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def encode(img, lab):
+        img = tf.cast(img, tf.float32)
         lab = lab[..., 0]
         target = to_sparse(lab) if sparse else to_one_hot(lab, num_classes)
         return img, target
