@@ -107,14 +107,16 @@ def setup(tmp_path_factory):
 
 
 def _truth_and_predictions(setup, predict_batch):
-    """Independently: resize each image (bilinear) and label (nearest) to 64x64, predict, argmax."""
+    """Independently: resize each image (bilinear, rounded) and label (nearest) to 64x64, predict, argmax."""
     import tensorflow as tf
 
     from kseg.data import load_iccv09
 
     ds = load_iccv09(setup["data"], mask="surfaces")
-    images = np.stack([tf.image.resize(tf.cast(tf.io.decode_jpeg(tf.io.read_file(p), channels=3), tf.float32),
-                                       (64, 64)).numpy() for p in ds.image_paths])
+    # the pipeline keeps resized images as uint8 (rounded), so the reference rounds too
+    images = np.stack([np.clip(np.round(tf.image.resize(tf.cast(tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
+                                                                tf.float32), (64, 64)).numpy()), 0, 255)
+                       for p in ds.image_paths])
     truths = np.stack([tf.image.resize(lab[..., None].astype(np.int32), (64, 64), method="nearest").numpy()[..., 0]
                        for lab in ds.labels])
     return ds.ids, images, truths, predict_batch(images)
@@ -308,8 +310,10 @@ def test_evaluate_on_real_images_with_absent_classes(real_iccv09, tmp_path):
                                             "--mask", "regions", "--split", "all", "--limit", "6",
                                             "--out", str(tmp_path / "out")]))
     ds = load_iccv09(real_iccv09, mask="regions", limit=6)
-    images = np.stack([tf.image.resize(tf.cast(tf.io.decode_jpeg(tf.io.read_file(p), channels=3), tf.float32),
-                                       (64, 64)).numpy() for p in ds.image_paths])
+    # the pipeline keeps resized images as uint8 (rounded), so the reference rounds too
+    images = np.stack([np.clip(np.round(tf.image.resize(tf.cast(tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
+                                                                tf.float32), (64, 64)).numpy()), 0, 255)
+                       for p in ds.image_paths])
     truths = np.stack([tf.image.resize(lab[..., None].astype(np.int32), (64, 64), method="nearest").numpy()[..., 0]
                        for lab in ds.labels])
     preds = np.argmax(model.predict(images, verbose=0), -1)
