@@ -38,7 +38,24 @@ def _log_probs(y_pred, probs, from_logits):
     return ops.log(ops.clip(probs, EPSILON, 1.0))
 
 
-class SegmentationLoss(keras.losses.Loss):
+class _Composable:
+    """``a + b``, ``sum([a, b])`` and ``0.5 * a`` build a :class:`SumLoss`."""
+
+    def __add__(self, other):
+        return SumLoss([self, other])
+
+    def __radd__(self, other):  # sum([a, b]) starts from 0
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return SumLoss([other, self])
+
+    def __mul__(self, factor):
+        return SumLoss([self], [float(factor)])
+
+    __rmul__ = __mul__
+
+
+class SegmentationLoss(_Composable, keras.losses.Loss):
     """Base class: scalar, ignore-aware, composable with ``+`` and ``*``."""
 
     def __init__(self, from_logits: bool = False, class_weights=None, name=None, **kwargs):
@@ -58,18 +75,6 @@ class SegmentationLoss(keras.losses.Loss):
         cfg.update(from_logits=self.from_logits, class_weights=self.class_weights)
         return cfg
 
-    def __add__(self, other):
-        return SumLoss([self, other])
-
-    def __radd__(self, other):  # sum([a, b]) starts from 0
-        if isinstance(other, (int, float)) and other == 0:
-            return self
-        return SumLoss([other, self])
-
-    def __mul__(self, factor):
-        return SumLoss([self], [float(factor)])
-
-    __rmul__ = __mul__
 
 
 def _snake(name):
@@ -271,7 +276,7 @@ class LovaszSoftmaxLoss(SegmentationLoss):
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-class SumLoss(keras.losses.Loss):
+class SumLoss(_Composable, keras.losses.Loss):
     """A weighted sum of losses: ``sum_i w_i L_i``."""
 
     def __init__(self, losses, weights=None, name=None, **kwargs):
@@ -293,18 +298,6 @@ class SumLoss(keras.losses.Loss):
             total = total + w * lo.call(y_true, y_pred)
         return total
 
-    def __add__(self, other):
-        return SumLoss([self, other])
-
-    def __radd__(self, other):  # sum([a, b]) starts from 0
-        if isinstance(other, (int, float)) and other == 0:
-            return self
-        return SumLoss([other, self])
-
-    def __mul__(self, factor):
-        return SumLoss([self], [float(factor)])
-
-    __rmul__ = __mul__
 
     def get_config(self):
         return {"name": self.name, "losses": [keras.losses.serialize(lo) for lo in self.losses],

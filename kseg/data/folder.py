@@ -376,17 +376,10 @@ def folder_datasets(data, masks_dir=None, size=(224, 224), batch_size=16, val_sp
     ``info["dataset"]`` is the :class:`FolderDataset`; the pipeline and the
     augmentation are iccv09's (:func:`kseg.data.make_dataset`).
     """
-    from kseg.data import augment as aug
-    from kseg.data.pipeline import check_size, make_dataset, split_indices
+    from kseg.data.pipeline import check_size, split_datasets
 
-    size = check_size(size)
+    check_size(size)  # a bad size fails before any loading
     ds = folder(data, masks_dir, class_names=class_names, palette=palette, ignore_index=ignore_index,
                 mask_suffix=mask_suffix, limit=limit)
-    train_idx, val_idx = split_indices(len(ds), val_split, seed)
-    pick = lambda idx: ([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])  # noqa: E731
-    train = make_dataset(*pick(train_idx), ds.num_classes, size, batch_size, sparse=sparse, training=True,
-                         augment=aug.get(augment) if isinstance(augment, str) else augment, seed=seed)
-    val = make_dataset(*pick(val_idx), ds.num_classes, size, batch_size, sparse=sparse) if len(val_idx) else None
-    steps = -(-len(train_idx) // batch_size)
-    return train, val, {"dataset": ds, "train_idx": train_idx, "val_idx": val_idx, "steps_per_epoch": steps}
+    return split_datasets(ds, size, batch_size, val_split, seed, sparse, augment)
 

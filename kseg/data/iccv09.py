@@ -16,7 +16,6 @@ second run parses nothing and a changed file is parsed again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil

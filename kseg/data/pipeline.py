@@ -148,3 +148,27 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float = 0.2, seed: int = 42,
+                   sparse: bool = False, augment=None):
+    """Split a loaded dataset (``image_paths``, ``labels``, ``num_classes``) and build its pipelines.
+
+    Returns ``(train_ds, val_ds, info)``: ``train_ds`` repeats without end (train
+    with ``info["steps_per_epoch"]``), ``val_ds`` is None when the split leaves no
+    validation images, and ``info`` holds ``dataset``, ``train_idx``, ``val_idx``
+    and ``steps_per_epoch``. ``augment`` is a name ("none", "flip") or a callable.
+    """
+    from kseg.data import augment as aug
+
+    size = check_size(size)
+    train_idx, val_idx = split_indices(len(ds), val_split, seed)
+
+    def pick(idx):
+        return [ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx]
+
+    train = make_dataset(*pick(train_idx), ds.num_classes, size, batch_size, sparse=sparse, training=True,
+                         augment=aug.get(augment) if isinstance(augment, str) else augment, seed=seed)
+    val = make_dataset(*pick(val_idx), ds.num_classes, size, batch_size, sparse=sparse) if len(val_idx) else None
+    steps = -(-len(train_idx) // batch_size)
+    return train, val, {"dataset": ds, "train_idx": train_idx, "val_idx": val_idx, "steps_per_epoch": steps}
