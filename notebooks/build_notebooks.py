@@ -21,9 +21,12 @@ import os, subprocess, sys
 from pathlib import Path
 
 if "google.colab" in sys.modules:
-    # the repository to install from: set KSEG_PIP to your fork or a wheel if you need another
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    os.environ.get("KSEG_PIP", "git+https://github.com/kseg/kseg.git")], check=True)
+    # What to install: kseg's repository ("git+https://<host>/<owner>/kseg.git") or a wheel you uploaded
+    # ("/content/kseg-0.1.0-py3-none-any.whl"). Set it here or in os.environ["KSEG_PIP"].
+    KSEG_PIP = os.environ.get("KSEG_PIP", "")
+    if not KSEG_PIP:
+        raise SystemExit("Set KSEG_PIP to kseg's git URL or an uploaded wheel, then run this cell again.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", KSEG_PIP], check=True)
     REPO = None
 else:
     REPO = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "kseg" / "__init__.py").is_file()), None)
