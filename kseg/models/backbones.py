@@ -79,6 +79,23 @@ def encoder_layers(inputs, feats: dict) -> list:
     return list(keras.Model(inputs, [feats[k] for k in sorted(feats)]).layers[1:])
 
 
+def encoder(backbone: str, input_shape, weights=None, freeze_encoder: bool = False, backbone_kwargs=None,
+            **feature_kwargs):
+    """What every architecture starts with: ``(inputs, {stride: tensor})`` for ``backbone``.
+
+    Checks ``input_shape`` (multiples of 32 or None), makes the ``image`` input, runs
+    :func:`features` (``feature_kwargs`` such as ``output_stride`` and ``backbone_kwargs``
+    go to it) and, with ``freeze_encoder``, makes the encoder's layers non-trainable.
+    """
+    from kseg.models.layers import check_input_shape, freeze
+
+    inputs = keras.Input(check_input_shape(input_shape), name="image")
+    feats = features(backbone, inputs, weights=weights, **feature_kwargs, **(backbone_kwargs or {}))
+    if freeze_encoder:
+        freeze(encoder_layers(inputs, feats))
+    return inputs, feats
+
+
 def load_encoder_weights(model: keras.Model, weights, name: str) -> None:
     """Load weights from a file path into an encoder sub-model (by layer order)."""
     if weights is None:

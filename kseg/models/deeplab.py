@@ -18,7 +18,7 @@ from keras import layers
 
 from kseg.errors import KsegError
 from kseg.models import backbones as bb
-from kseg.models.layers import (BilinearUpSampling2D, ResizeLike, check_input_shape, conv_bn_relu, freeze, head,
+from kseg.models.layers import (BilinearUpSampling2D, ResizeLike, conv_bn_relu, head,
                                sep_conv_bn_relu)
 
 RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
@@ -42,12 +42,8 @@ def deeplabv3plus(num_classes: int, backbone: str = "resnet50", input_shape=(Non
     if output_stride not in RATES:
         raise KsegError(f"deeplabv3plus output_stride must be 16 or 8, got {output_stride!r}")
     rates = tuple(atrous_rates or RATES[output_stride])
-    input_shape = check_input_shape(input_shape)
-    inputs = keras.Input(input_shape, name="image")
-    feats = bb.features(backbone, inputs, weights=encoder_weights, output_stride=output_stride,
-                        **(backbone_kwargs or {}))
-    if encoder_freeze:
-        freeze(bb.encoder_layers(inputs, feats))
+    inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs,
+                               output_stride=output_stride)
     x = feats[32]
     branches = [conv_bn_relu(x, aspp_filters, 1, name="aspp0")]
     for i, rate in enumerate(rates, 1):

@@ -22,7 +22,7 @@ import keras
 from keras import layers
 
 from kseg.models import backbones as bb
-from kseg.models.layers import BilinearUpsampling, check_input_shape, freeze, head
+from kseg.models.layers import BilinearUpsampling, head
 
 VARIANTS = {"32s": (), "16s": (16,), "8s": (16, 8)}
 
@@ -42,11 +42,8 @@ def fcn(num_classes: int, backbone: str = "vgg16", input_shape=(None, None, 3), 
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
-    input_shape = check_input_shape(input_shape)
-    inputs = keras.Input(input_shape, name="image")
-    feats = bb.features(backbone, inputs, weights=encoder_weights, output_stride=32, **(backbone_kwargs or {}))
-    if encoder_freeze:
-        freeze(bb.encoder_layers(inputs, feats))
+    inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs,
+                               output_stride=32)
     pooled = backbone in bb.POOLING_BACKBONES
 
     def skip(stride):

@@ -21,7 +21,7 @@ import keras
 from keras import layers
 
 from kseg.models import backbones as bb
-from kseg.models.layers import AdaptiveAveragePooling, ResizeLike, check_input_shape, conv_bn_relu, freeze, head
+from kseg.models.layers import AdaptiveAveragePooling, ResizeLike, conv_bn_relu, head
 
 
 def pspnet(num_classes: int, backbone: str = "resnet50", input_shape=(None, None, 3), encoder_weights=None,
@@ -41,12 +41,8 @@ def pspnet(num_classes: int, backbone: str = "resnet50", input_shape=(None, None
         backbone_kwargs: extra arguments for the backbone.
         The others as for :func:`kseg.models.unet`.
     """
-    input_shape = check_input_shape(input_shape)
-    inputs = keras.Input(input_shape, name="image")
-    feats = bb.features(backbone, inputs, weights=encoder_weights, output_stride=output_stride,
-                        **(backbone_kwargs or {}))
-    if encoder_freeze:
-        freeze(bb.encoder_layers(inputs, feats))
+    inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs,
+                               output_stride=output_stride)
     x = feats[32]
     pool_filters = pool_filters or max(1, int(x.shape[-1]) // len(bins))
     branches = [x]

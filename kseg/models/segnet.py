@@ -18,7 +18,7 @@ from keras import layers
 
 from kseg.errors import KsegError
 from kseg.models import backbones as bb
-from kseg.models.layers import MaxUnpooling2D, check_input_shape, conv_bn_relu, freeze, head
+from kseg.models.layers import MaxUnpooling2D, conv_bn_relu, head
 
 # convolutions per encoder stage, stride 1 first
 STAGE_CONVS = {"vgg16": (2, 2, 3, 3, 3), "plain": (2, 2, 2, 2, 2)}
@@ -37,11 +37,7 @@ def segnet(num_classes: int, backbone: str = "vgg16", input_shape=(None, None, 3
     if backbone not in STAGE_CONVS:
         raise KsegError(f"segnet needs a backbone that max-pools at every stride: {', '.join(STAGE_CONVS)}; "
                         f"got {backbone!r}")
-    input_shape = check_input_shape(input_shape)
-    inputs = keras.Input(input_shape, name="image")
-    feats = bb.features(backbone, inputs, weights=encoder_weights, **(backbone_kwargs or {}))
-    if encoder_freeze:
-        freeze(bb.encoder_layers(inputs, feats))
+    inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
     x = feats[32] if 32 in feats else layers.MaxPooling2D(2, name="pool5")(feats[16])
     convs = STAGE_CONVS[backbone]
     for level in range(4, -1, -1):

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from kseg.models import backbones as bb
-from kseg.models.layers import BilinearUpSampling2D, check_input_shape, conv_bn_relu, freeze, head
+from kseg.models.layers import BilinearUpSampling2D, conv_bn_relu, head
 
 UPSAMPLING = ("nearest", "bilinear", "transpose")
 
@@ -39,9 +39,7 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
     """
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
-    input_shape = check_input_shape(input_shape)
-    inputs = keras.Input(input_shape, name="image")
-    feats = bb.features(backbone, inputs, weights=encoder_weights, **(backbone_kwargs or {}))
+    inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
     strides = sorted(feats)
     deepest = strides[-1]
     levels = deepest.bit_length() - 1  # upsample x2 until stride 1
@@ -49,8 +47,6 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
         decoder_filters = (256, 128, 64, 32, 16) if levels == 5 else (512, 256, 128, 64, 32, 16)[-levels:]
     if len(decoder_filters) != levels:
         raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
-    if encoder_freeze:
-        freeze(bb.encoder_layers(inputs, feats))
     x = feats[deepest]
     for i, f in enumerate(decoder_filters):
         stride = deepest >> (i + 1)
