@@ -11,6 +11,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import PRED_5x5, TRUTH_5x5
 from kseg import losses as L
 from kseg.errors import KsegError
 
@@ -27,17 +28,6 @@ def value(loss, y_true, y_pred):
     return float(loss(tf.constant(y_true, tf.float32), tf.constant(y_pred, tf.float32)))
 
 
-# Two 5x5 masks: truth 14 pixels, prediction 15, overlap 11 -> IoU 11/18 = 0.6111, Dice 22/29 = 0.7586.
-TRUTH_5x5 = np.array([[0, 0, 0, 0, 0],
-                      [1, 1, 1, 1, 1],
-                      [1, 1, 1, 1, 1],
-                      [1, 1, 1, 1, 0],
-                      [0, 0, 0, 0, 0]])
-PRED_5x5 = np.array([[0, 0, 0, 0, 0],
-                     [1, 1, 1, 1, 1],
-                     [1, 1, 1, 1, 1],
-                     [1, 0, 0, 0, 0],
-                     [1, 1, 1, 1, 0]])
 
 
 def test_the_5x5_masks_are_what_the_issue_says():

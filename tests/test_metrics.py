@@ -9,19 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import PRED_5x5, TRUTH_5x5
 from kseg import metrics as M
 
-# Two 5x5 masks: truth 14 pixels, prediction 15, overlap 11 -> IoU 11/18 = 0.6111, Dice 22/29 = 0.7586.
-TRUTH_5x5 = np.array([[0, 0, 0, 0, 0],
-                      [1, 1, 1, 1, 1],
-                      [1, 1, 1, 1, 1],
-                      [1, 1, 1, 1, 0],
-                      [0, 0, 0, 0, 0]])
-PRED_5x5 = np.array([[0, 0, 0, 0, 0],
-                     [1, 1, 1, 1, 1],
-                     [1, 1, 1, 1, 1],
-                     [1, 0, 0, 0, 0],
-                     [1, 1, 1, 1, 0]])
 
 
 def one_hot(labels, c):

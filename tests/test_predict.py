@@ -7,23 +7,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import tiny_model
 from kseg import viz
 from kseg.predict import Predictor, flexible, list_images, main, parse_scales, postprocessor
 
 
-def tiny_model(size=(64, 64), classes=3, seed=0):
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((*size, 3) if size else (None, None, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1)(inp)
-    x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    x = layers.UpSampling2D(2)(x)
-    out = layers.Conv2D(classes, 1, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
-    return keras.Model(inp, out)
 
 
 def write_image(path, h, w, seed=0):
