@@ -43,6 +43,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="val", choices=("val", "all"), help="the validation split (default) or every image")
     p.add_argument("--val-split", type=float, default=0.2, help="validation fraction, as in training (default 0.2)")
     p.add_argument("--seed", type=int, default=42, help="split seed, as in training (default 42)")
+    p.add_argument("--fold", type=int, default=None, choices=range(5), metavar="K",
+                   help="evaluate on fold K (0-4) of kseg's 5-fold split, as trained with --fold K")
+    p.add_argument("--native", action="store_true",
+                   help="score at each image's native resolution (probabilities resized back), "
+                        "as the literature does; implied by --scales and --flip")
+    p.add_argument("--scales", default=None, help="test-time scales of the model's size, e.g. 0.75,1,1.25 "
+                                                  "(.keras models; scores at native resolution)")
+    p.add_argument("--flip", action="store_true", help="add mirrored copies (test-time flip; native resolution)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (as in training)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--out", default=None, help="output folder (default: <model folder>/eval)")
@@ -87,7 +95,8 @@ def load_predictor(path):
     def predict(images):
         return np.asarray(model.predict_on_batch(images))
 
-    return predict, {"format": "keras", "input_size": size, "num_classes": int(model.outputs[0].shape[-1])}
+    return predict, {"format": "keras", "input_size": size, "num_classes": int(model.outputs[0].shape[-1]),
+                     "model": model}
 
 
 def _saved_model_predictor(path):
@@ -206,6 +215,41 @@ def evaluate(predict, batches, num_classes: int, ids=None, postprocess: dict | N
     if postprocess:
         out["cm_postprocessed"] = cm_pp
     return out
+
+
+def native_batches(image_paths, labels):
+    """One ``(image[None], label[None])`` per image at its own (native) size."""
+    from kseg.predict import read_image
+
+    for path, lab in zip(image_paths, labels):
+        yield read_image(path)[None], np.asarray(lab)[None]
+
+
+def native_predict(model, scales=(1.0,), flip: bool = False, size=None):
+    """``predict(images) -> probabilities`` for one-image batches, at the image's own size, with
+    multi-scale and flip test-time augmentation (a :class:`kseg.predict.Predictor`)."""
+    from kseg.predict import Predictor
+
+    predictor = Predictor(model, size=size, scales=scales, flip=flip)
+    return lambda images: np.stack([predictor(im) for im in images])
+
+
+def evaluate_native(model, image_paths, labels, class_names, scales=(1.0,), flip: bool = False, size=None) -> dict:
+    """Scores of a Keras ``model`` against ``labels`` at each image's native resolution.
+
+    The image is resized to ``size`` (default: the model's input size) times each
+    of ``scales`` (and mirrored with ``flip``), the probabilities are resized back
+    to the image's size and averaged, and the argmax is compared with the original
+    label map: the protocol of the Stanford Background literature.
+    """
+    from kseg.metrics import scores
+
+    res = evaluate(native_predict(model, scales, flip, size), native_batches(image_paths, labels),
+                   len(class_names), worst=0)
+    report = scores(res["cm"], list(class_names))
+    report["confusion_matrix"] = res["cm"].tolist()
+    report["images"] = res["images"]
+    return report
 
 
 SCALARS = ("pixel_accuracy", "mean_accuracy", "miou", "fw_iou", "mean_dice", "mean_precision", "mean_recall")
@@ -388,6 +432,10 @@ def run(args) -> dict:
     ds = load_iccv09(args.data, mask=args.mask, cache_dir=args.cache_dir, limit=args.limit)
     if args.split == "all":
         idx = np.arange(len(ds))
+    elif args.fold is not None:
+        from kseg.data import fold_indices
+
+        idx = fold_indices(ds.ids, args.fold)[1]
     else:
         idx = split_indices(len(ds), args.val_split, args.seed)[1]
     if len(idx) == 0:
@@ -396,13 +444,28 @@ def run(args) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise KsegError(f"{out}: cannot create the output folder ({err.strerror})") from None
-    data = make_dataset([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx], ds.num_classes,
-                        size, args.batch_size, sparse=True)
     ids = [ds.ids[i] for i in idx]
+    scales = None
+    native = args.native or args.scales is not None or args.flip
+    if native:
+        from kseg.predict import parse_scales
+
+        scales = parse_scales(args.scales or "1")
+        if info["format"] != "keras":
+            raise KsegError(f"{model_path}: --native, --scales and --flip need a .keras model, not a SavedModel")
+        predict = native_predict(info["model"], scales, args.flip, size)
+        batches = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
+        how = (f"at native resolution (model input {size[0]}x{size[1]}, scales {','.join(f'{v:g}' for v in scales)}"
+               f"{', flips' if args.flip else ''})")
+    else:
+        data = make_dataset([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx], ds.num_classes,
+                            size, args.batch_size, sparse=True)
+        batches = ((x.numpy(), y.numpy()) for x, y in data)
+        how = f"at {size[0]}x{size[1]}"
+    split = f"fold {args.fold}" if args.fold is not None and args.split == "val" else f"{args.split} split"
     print(f"kseg: evaluating {model_path} ({info['format']}) on {len(idx)} images "
-          f"({args.split} split of {len(ds)}, {args.mask}) at {size[0]}x{size[1]}", flush=True)
-    res = evaluate(predict, ((x.numpy(), y.numpy()) for x, y in data), ds.num_classes, ids=ids,
-                   postprocess=pp_opts, worst=args.worst)
+          f"({split} of {len(ds)}, {args.mask}) {how}", flush=True)
+    res = evaluate(predict, batches, ds.num_classes, ids=ids, postprocess=pp_opts, worst=args.worst)
 
     from kseg.metrics import scores
     from kseg.viz import plot_confusion_matrix, save_captioned_grid
@@ -415,7 +478,8 @@ def run(args) -> dict:
         "confusion_matrix_normalized": np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0).tolist(),
         "model": str(model_path), "model_format": info["format"], "data": str(ds.root), "mask": args.mask,
         "split": args.split, "val_split": args.val_split if args.split == "val" else None, "seed": args.seed,
-        "limit": args.limit, "size": list(size), "images": res["images"],
+        "limit": args.limit, "size": list(size), "images": res["images"], "fold": args.fold,
+        "native": bool(native), "scales": list(scales) if scales else None, "flip": bool(args.flip),
         "per_image": res["per_image"], "worst": [w[1] for w in res["worst"]],
     })
     files = {"report": str(out / "report.json"), "confusion_matrix": str(out / "confusion_matrix.png")}

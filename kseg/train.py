@@ -44,8 +44,15 @@ DEFAULTS = dict(mask="surfaces", model="unet", backbone="resnet34", loss="ce", e
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from kseg import recipes
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default=None)
+    known, _ = pre.parse_known_args(argv)
     p = argparse.ArgumentParser(prog="python -m kseg.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", default=None, choices=sorted(recipes.RECIPES),
+                   help="a named preset of the options below (see kseg.recipes); options given here win")
     p.add_argument("--mask", default=DEFAULTS["mask"], help="regions (8 classes) or surfaces (3 classes)")
     p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: find or download); "
                                                 "with --data-format folder: a folder holding images/ and masks/")
@@ -56,16 +63,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backbone", default=DEFAULTS["backbone"], help="encoder (see kseg.models.list_backbones())")
     p.add_argument("--encoder-weights", default=None, help="none, imagenet, or a weights file")
     p.add_argument("--encoder-freeze", action="store_true", help="do not train the encoder")
+    p.add_argument("--freeze-epochs", type=int, default=0,
+                   help="train with the encoder frozen (BatchNorm in inference mode) for this many epochs, "
+                        "then unfreeze it")
+    p.add_argument("--bn-momentum", type=float, default=None,
+                   help="momentum of every BatchNorm's moving statistics (Keras builds 0.99, keras.applications "
+                        "MobileNetV2 0.999; 0.9 = PyTorch's 0.1 adapts within tens of steps, so short runs "
+                        "validate well); default: as built")
     p.add_argument("--loss", default=DEFAULTS["loss"], help="ce, dice, focal, or a sum like dice+focal")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--size", default=DEFAULTS["size"], help="H or HxW, multiples of 32")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam",
+                   help="adam, adamw (decoupled weight decay) or sgd (momentum 0.9)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay for adamw and sgd")
+    p.add_argument("--schedule", choices=("constant", "cosine", "poly"), default="constant",
+                   help="learning-rate schedule over the whole run (see kseg.schedules)")
+    p.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
+    p.add_argument("--class-weights", default="none",
+                   help="none, balanced (n/(C*n_c)), median (median frequency balancing), sqrt "
+                        "(1/sqrt(frequency)), or one number per class, e.g. 1,1,2; counted on the training images")
     p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"])
+    p.add_argument("--fold", type=int, default=None, choices=range(5), metavar="K",
+                   help="iccv09 only: validate on fold K (0-4) of kseg's fixed 5-fold split (572/143), "
+                        "instead of --val-split")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--augment", default="none", help="none or flip")
+    p.add_argument("--augment", default="none",
+                   help="none, flip, scale (x0.5-2 and crop), color, strong (= scale,flip,color), or several "
+                        "joined by commas")
     p.add_argument("--sparse", action="store_true", help="sparse targets (255 = ignored) instead of one-hot")
     p.add_argument("--monitor", default="val_loss", help="quantity that picks best.keras (e.g. val_miou)")
+    p.add_argument("--eval-scales", default=None,
+                   help="also score best.keras at each image's native resolution with these test-time "
+                        "scales, e.g. 0.75,1,1.25 (metrics.json 'native')")
+    p.add_argument("--eval-flip", action="store_true", help="add flipped copies to that native evaluation")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (quick tries)")
     p.add_argument("--out", default=None, help="output folder (default runs/<mask>-<model>-<backbone>)")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="off", help="XLA compilation")
@@ -78,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="where parsed labels are cached")
     p.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: progress bar on a tty)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    if known.recipe is not None:
+        p.set_defaults(**recipes.get(known.recipe))
     args = p.parse_args(argv)
     return validate(args)
 
@@ -99,6 +133,25 @@ def validate(args):
         raise KsegError(f"unknown --strategy {args.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise KsegError(f"bad --lr {args.lr}: give a positive number")
+    if args.bn_momentum is not None and not 0.0 <= args.bn_momentum < 1.0:
+        raise KsegError(f"bad --bn-momentum {args.bn_momentum}: give a number in [0, 1), e.g. 0.9")
+    if args.freeze_epochs < 0:
+        raise KsegError(f"bad --freeze-epochs {args.freeze_epochs}: give 0 or a positive integer")
+    if not (args.warmup >= 0 and math.isfinite(args.warmup)):
+        raise KsegError(f"bad --warmup {args.warmup}: give 0 or a positive number of epochs")
+    if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
+        raise KsegError(f"bad --weight-decay {args.weight_decay}: give 0 or a positive number")
+    if args.weight_decay and args.optimizer == "adam":
+        raise KsegError("--weight-decay needs --optimizer adamw or sgd")
+    if args.fold is not None and args.data_format != "iccv09":
+        raise KsegError("--fold picks kseg's iccv09 5-fold split: use --val-split with --data-format folder")
+    from kseg.data.augment import get as get_augment
+
+    get_augment(args.augment)  # a bad name fails before any loading
+    if args.eval_scales is not None:
+        from kseg.predict import parse_scales
+
+        args.eval_scales = parse_scales(args.eval_scales)
     args.size = check_size(args.size)
     if args.encoder_weights in ("none", "None", ""):
         args.encoder_weights = None
@@ -191,10 +244,12 @@ def run(args) -> dict:
         train_ds, val_ds, info = iccv09_datasets(args.data, mask=args.mask, size=args.size,
                                                  batch_size=args.batch_size, val_split=args.val_split,
                                                  seed=args.seed, sparse=args.sparse, augment=args.augment,
-                                                 limit=args.limit, cache_dir=args.cache_dir, quiet=False)
+                                                 limit=args.limit, cache_dir=args.cache_dir, quiet=False,
+                                                 fold=args.fold)
     ds = info["dataset"]
     print(f"kseg: {len(ds)} images from {ds.root} ({ds.mask}: {ds.num_classes} classes), "
-          f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation, "
+          f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation"
+          f"{f' (fold {args.fold})' if args.fold is not None else ''}, "
           f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s"
           + (f" (skipped {len(ds.skipped)} unreadable image(s))" if getattr(ds, "skipped", None) else ""),
           flush=True)
@@ -204,22 +259,38 @@ def run(args) -> dict:
     with distribute.scope(strategy):  # model, optimizer and metrics live on every replica
         model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
                              input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
-                             encoder_freeze=args.encoder_freeze)
+                             encoder_freeze=args.encoder_freeze or args.freeze_epochs > 0)
+        # what --freeze-epochs thaws later: the encoder's layers, frozen by build
+        thaw = [] if args.encoder_freeze else [la for la in model.layers if not la.trainable]
+        if args.bn_momentum is not None:
+            set_bn_momentum(model, args.bn_momentum)
         distribute.sync_batch_norm(model, strategy)
-        loss = klosses.get(args.loss)
+        weights = class_weights(args.class_weights, [ds.labels[i] for i in info["train_idx"]], ds.num_classes)
+        if weights is not None:
+            print("kseg: class weights " + ", ".join(f"{n} {w:.2f}" for n, w in zip(ds.class_names, weights)),
+                  flush=True)
+        loss = klosses.get(args.loss, **({"class_weights": weights} if weights is not None else {}))
         if args.sparse:
             loss = SparseAdapter(loss, ds.num_classes)
         jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
         metrics = [kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)]
-        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=distribute.replica_loss(loss, strategy),
+        steps = info["steps_per_epoch"]
+        optimizer = make_optimizer(args, total_steps=args.epochs * steps, warmup_steps=round(args.warmup * steps))
+        model.compile(optimizer=optimizer, loss=distribute.replica_loss(loss, strategy),
                       metrics=metrics, jit_compile=jit)
+        if thaw:  # the optimizer holds state for the encoder's variables from the start (resume, unfreezing)
+            for la in thaw:
+                la.trainable = True
+            model.optimizer.build(model.trainable_variables)
+            for la in thaw:
+                la.trainable = False
         distribute.build_for_fit(model, strategy, train_ds)
 
     backup = out / ".backup"
     history_csv = out / "history.csv"
     best_path = out / "best.keras"
     config = {"data_format": args.data_format, "mask": ds.mask, "model": args.model, "backbone": args.backbone,
-              "size": list(args.size), "classes": ds.num_classes}
+              "size": list(args.size), "classes": ds.num_classes, "fold": args.fold}
     state = read_resume_state(backup, config)
     initial_epoch = 0
     if state is not None:
@@ -231,6 +302,8 @@ def run(args) -> dict:
                            last_good_epoch=initial_epoch - 1 if initial_epoch else None)
     callbacks = [recorder, CurvesCallback(history_csv, out / "curves.png"),
                  ResumeState(backup, config, recorder)]
+    if thaw:
+        callbacks.insert(0, Unfreeze(thaw, args.freeze_epochs))
     fit_val = val_ds
     if distribute.multi_worker(strategy) and val_ds is not None:  # each worker validates on the whole set
         callbacks.insert(0, distribute.local_validation(val_ds, loss, metrics))
@@ -276,7 +349,22 @@ def run(args) -> dict:
                                      "epochs": args.epochs, "size": list(args.size),
                                      "train_images": len(info["train_idx"]),
                                      "val_images": len(info["val_idx"]),
-                                     "skipped_images": skipped})
+                                     "skipped_images": skipped, "fold": args.fold,
+                                     "recipe": args.recipe, "seconds": round(time.time() - t0, 1)})
+    if args.eval_scales is not None or args.eval_flip:
+        from kseg.evaluate import evaluate_native
+
+        scales = args.eval_scales or (1.0,)
+        t1 = time.time()
+        native = evaluate_native(best, [ds.image_paths[i] for i in info["val_idx"]],
+                                 [ds.labels[i] for i in info["val_idx"]], ds.class_names, scales=scales,
+                                 flip=args.eval_flip, size=args.size)
+        native.update(scales=list(scales), flip=bool(args.eval_flip), seconds=round(time.time() - t1, 1))
+        report["native"] = native
+        write_text_atomic(out / "metrics.json", json.dumps(report, indent=2), "metrics")
+        print(f"kseg: at native resolution with scales {','.join(f'{v:g}' for v in scales)}"
+              f"{' and flips' if args.eval_flip else ''}: pixel accuracy {native['pixel_accuracy']:.4f}, "
+              f"mean class accuracy {native['mean_accuracy']:.4f}, mIoU {native['miou']:.4f}", flush=True)
     save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")
     if not args.no_export:
         export_saved_model(best, out / "saved_model", tflite=not args.no_tflite)
@@ -287,6 +375,86 @@ def run(args) -> dict:
     np.random.seed(None)
     distribute.barrier(strategy)  # the other workers wait for these outputs
     return report
+
+
+def make_optimizer(args, total_steps: int, warmup_steps: int = 0):
+    """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`)."""
+    import keras
+
+    from kseg import schedules
+
+    lr = schedules.make(args.schedule, args.lr, total_steps, warmup_steps)
+    if args.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=args.weight_decay)
+    if args.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None)
+    return keras.optimizers.Adam(lr)
+
+
+def set_bn_momentum(model, momentum: float) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization in ``model`` (nested ones too)."""
+    import keras
+
+    n = 0
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            n += 1
+    return n
+
+
+def class_weights(spec, labels, num_classes: int):
+    """Per-class loss weights from ``spec`` (see ``--class-weights``), counted on ``labels``; None for none."""
+    import numpy as np
+
+    if spec is None or str(spec).lower() == "none":
+        return None
+    spec = str(spec).lower()
+    if spec not in ("balanced", "median", "sqrt"):
+        try:
+            vals = [float(v) for v in spec.split(",")]
+        except ValueError:
+            raise KsegError(f"bad --class-weights {spec!r}: give none, balanced, median, sqrt or "
+                            f"{num_classes} numbers separated by commas") from None
+        if len(vals) != num_classes or any(not (v >= 0 and math.isfinite(v)) for v in vals):
+            raise KsegError(f"bad --class-weights {spec!r}: give {num_classes} non-negative numbers")
+        return vals
+    counts = np.zeros(num_classes, np.int64)
+    for lab in labels:
+        lab = np.asarray(lab).ravel()
+        counts += np.bincount(lab[(lab >= 0) & (lab < num_classes)].astype(np.int64), minlength=num_classes)
+    freq = counts / max(int(counts.sum()), 1)
+    present = freq > 0
+    w = np.zeros(num_classes)
+    if spec == "balanced":
+        w[present] = 1.0 / (present.sum() * freq[present])
+    elif spec == "median":
+        w[present] = np.median(freq[present]) / freq[present]
+    else:
+        w[present] = 1.0 / np.sqrt(freq[present])
+        w[present] /= w[present].mean()
+    return [float(v) for v in w]
+
+
+class Unfreeze:
+    """At the start of epoch ``at`` make ``layers`` trainable again and rebuild the train step."""
+
+    def __new__(cls, layers_, at: int):
+        import keras
+
+        class _Unfreeze(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch >= at and not all(la.trainable for la in layers_):
+                    for la in layers_:
+                        la.trainable = True
+                    self.model.make_train_function(force=True)
+                    print(f"\nkseg: epoch {epoch + 1}: the encoder is unfrozen", flush=True)
+
+        return _Unfreeze()
 
 
 class SparseAdapter:

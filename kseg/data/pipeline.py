@@ -80,6 +80,41 @@ def split_indices(n: int, val_split: float = 0.2, seed: int = 42) -> tuple[np.nd
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+FOLDS_FILE = "iccv09_folds.json"
+NUM_FOLDS = 5
+
+
+def iccv09_folds() -> list[list[str]]:
+    """The 5 fixed folds of iccv09 (143 image ids each) shipped with kseg, as the literature's 5-fold protocol."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).with_name(FOLDS_FILE)).read_text())["folds"]
+
+
+def fold_indices(ids, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions in ``ids`` for iccv09 fold ``fold`` (0-4): the fold's images validate.
+
+    Ids absent from the shipped folds (a subset with ``limit``, another dataset) are
+    an error only if none of ``ids`` belongs to the fold or none is left to train on.
+    """
+    if not isinstance(fold, (int, np.integer)) or not 0 <= int(fold) < NUM_FOLDS:
+        raise KsegError(f"bad fold {fold!r}: give 0 to {NUM_FOLDS - 1}")
+    folds = iccv09_folds()
+    known = {i for f in folds for i in f}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise KsegError(f"image {unknown[0]!r} is not in kseg's iccv09 folds: --fold works on iccv09 only "
+                        f"(use --val-split for other data)")
+    val_ids = set(folds[int(fold)])
+    val = np.array([k for k, i in enumerate(ids) if i in val_ids], np.int64)
+    train = np.array([k for k, i in enumerate(ids) if i not in val_ids], np.int64)
+    if len(val) == 0 or len(train) == 0:
+        raise KsegError(f"fold {fold} leaves {len(train)} training and {len(val)} validation images "
+                        f"of {len(ids)}: use more images")
+    return train, val
+
+
 def _ragged_labels(labels: list[np.ndarray]):
     flat = np.concatenate([lab.ravel() for lab in labels]).astype(np.int8)
     lengths = np.array([lab.size for lab in labels], np.int64)
@@ -151,18 +186,22 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
 
 
 def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float = 0.2, seed: int = 42,
-                   sparse: bool = False, augment=None):
+                   sparse: bool = False, augment=None, fold: int | None = None):
     """Split a loaded dataset (``image_paths``, ``labels``, ``num_classes``) and build its pipelines.
 
     Returns ``(train_ds, val_ds, info)``: ``train_ds`` repeats without end (train
     with ``info["steps_per_epoch"]``), ``val_ds`` is None when the split leaves no
     validation images, and ``info`` holds ``dataset``, ``train_idx``, ``val_idx``
-    and ``steps_per_epoch``. ``augment`` is a name ("none", "flip") or a callable.
+    and ``steps_per_epoch``. ``augment`` is a name (see :func:`kseg.data.augment.get`) or a
+    callable. ``fold`` (0-4, iccv09 only) replaces the random split by the shipped 5-fold split.
     """
     from kseg.data import augment as aug
 
     size = check_size(size)
-    train_idx, val_idx = split_indices(len(ds), val_split, seed)
+    if fold is not None:
+        train_idx, val_idx = fold_indices(ds.ids, fold)
+    else:
+        train_idx, val_idx = split_indices(len(ds), val_split, seed)
 
     def pick(idx):
         return [ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx]

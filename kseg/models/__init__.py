@@ -9,6 +9,7 @@ deeplabv3plus); backbones: ``list_backbones()``; the pairs that build:
 
 from __future__ import annotations
 
+from kseg import schedules  # noqa: F401  (registers the learning-rate schedules a saved optimizer names)
 from kseg.errors import KsegError
 from kseg.models import layers  # noqa: F401  (registers kseg's custom layers for .keras loading)
 from kseg.models.backbones import list_backbones  # noqa: F401
