@@ -27,7 +27,7 @@ _FINETUNE = dict(model="deeplabv3plus", backbone="mobilenetv2", encoder_weights=
 
 RECIPES = {
     "regions-mobilenetv2": dict(_FINETUNE, mask="regions", epochs=40),
-    "surfaces-mobilenetv2": dict(_FINETUNE, mask="surfaces", epochs=30),
+    "surfaces-mobilenetv2": dict(_FINETUNE, mask="surfaces", epochs=20),
     "regions-scratch": dict(_FINETUNE, mask="regions", encoder_weights=None, freeze_epochs=0, epochs=70),
 }
 

@@ -477,18 +477,22 @@ class SparseAdapter:
 
 
 def evaluate_to_json(model, val_ds, class_names, path, extra=None) -> dict:
-    """Confusion matrix of ``model`` over ``val_ds`` → scores → ``path`` (JSON)."""
+    """Confusion matrix of ``model`` over ``val_ds`` (:func:`kseg.evaluate.evaluate`) → scores → ``path`` (JSON)."""
     import numpy as np
 
-    from kseg.metrics import confusion_matrix, scores
+    from kseg.evaluate import evaluate
+    from kseg.metrics import scores
 
     c = len(class_names)
-    cm = np.zeros((c, c), np.int64)
-    for x, y in val_ds:
-        pred = np.argmax(model.predict_on_batch(x), -1)
-        y = y.numpy()
-        true = np.where(y.max(-1) > 0, y.argmax(-1), -1) if y.ndim == 4 and y.shape[-1] == c else y
-        cm += confusion_matrix(true, pred, c)
+
+    def batches():
+        for x, y in val_ds:
+            y = y.numpy()
+            if y.ndim == 4 and y.shape[-1] == c:  # one-hot: an all-zero row is unknown
+                y = np.where(y.max(-1) > 0, y.argmax(-1), -1)
+            yield x.numpy(), y
+
+    cm = evaluate(lambda x: np.asarray(model.predict_on_batch(x)), batches(), c, worst=0)["cm"]
     report = scores(cm, class_names)
     report["confusion_matrix"] = cm.tolist()
     report.update(extra or {})

@@ -94,8 +94,14 @@ def pipeline(arch, backbone, tmp_path, eager=True, **kw):
     path = tmp_path / f"{arch}_{backbone}.keras"
     m.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)),
-                                  keras.ops.convert_to_numpy(m(x, training=False)))
+    # the reloaded model is the same model: same graph, bit-identical weights ...
+    assert loaded.get_config() == m.get_config()
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), m.get_weights()))
+    # ... and the same outputs. Bit-identical for most pairs; for fcn16s/fcn8s on resnet50 and pspnet and
+    # deeplabv3plus on efficientnetb0 the reloaded graph's float32 results differ in the last bits (at most
+    # 3e-5 measured, while the same model rebuilt with set_weights is bit-identical), so compare at 1e-4.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                               keras.ops.convert_to_numpy(m(x, training=False)), rtol=0, atol=1e-4)
 
     # kseg's SavedModel of the (None, None) model: serving runs it in a TF graph at a run-time size
     out = export_saved_model(free, tmp_path / f"{arch}_{backbone}_saved", tflite=False)

@@ -307,3 +307,18 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
     known = sum(int((lab >= 0).sum()) for i, lab in zip(ds.ids, ds.labels) if i in val_ids)
     assert int(np.sum(native["confusion_matrix"])) == known
     assert math.isfinite(native["miou"])
+
+
+def test_evaluate_cli_native_with_tta(tiny_iccv09, tmp_path):
+    from kseg.evaluate import main
+
+    model = tiny_model(size=(64, 64), classes=3)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    out = tmp_path / "ev"
+    assert main(["--model", str(path), "--data", str(tiny_iccv09), "--mask", "surfaces", "--split", "all",
+                 "--scales", "0.5,1", "--flip", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["native"] is True and rep["scales"] == [0.5, 1.0] and rep["flip"] is True
+    ds = load_iccv09(tiny_iccv09, mask="surfaces")
+    assert int(np.sum(rep["confusion_matrix"])) == sum(int((lab >= 0).sum()) for lab in ds.labels)
