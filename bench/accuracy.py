@@ -103,7 +103,7 @@ def main(argv=None):
                    "--verbose", "2", *(["--data", args.data] if args.data else []), *extra]
             print("bench: " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
             t0 = time.time()
-            res = subprocess.run(cmd, cwd=REPO, env=env)
+            res = subprocess.run(cmd, cwd=REPO, env=env, stdout=sys.stderr)  # stdout stays pure JSON
             if res.returncode != 0:
                 sys.exit(f"bench: kseg.train failed with status {res.returncode} on fold {k}")
             runs.append({**score(out), "wall_seconds": round(time.time() - t0, 1),

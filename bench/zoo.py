@@ -48,7 +48,7 @@ def main(argv=None):
                "--augment", "flip", "--monitor", "val_miou", "--no-export", "--verbose", "2", "--out", str(out)]
         print("bench: " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
         t0 = time.time()
-        res = subprocess.run(cmd, cwd=REPO, env=env)
+        res = subprocess.run(cmd, cwd=REPO, env=env, stdout=sys.stderr)  # stdout stays JSON
         if res.returncode != 0:
             row = {"model": model, "backbone": backbone, "error": f"kseg.train exited with {res.returncode}"}
         else:
