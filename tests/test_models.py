@@ -463,3 +463,26 @@ def test_every_architecture_builds_under_jax():
     assert r.returncode == 0, r.stderr[-3000:]
     shapes = json.loads(r.stdout.strip().splitlines()[-1])
     assert shapes == {a: [1, 64, 96, 3] for a in ARCHS}
+
+
+@pytest.mark.slow
+def test_fcn_fc6_fc7_start_from_vgg16s_classifier(tmp_path):
+    """fc6/fc7 are VGG16's fc1/fc2 reshaped to convolutions (weights from a VGG16-with-top file, offline)."""
+    keras.utils.set_random_seed(3)
+    top = keras.applications.VGG16(include_top=True, weights=None)
+    path = tmp_path / "vgg16_top.weights.h5"
+    top.save_weights(path)
+    m = models.build("fcn32s", backbone="vgg16", num_classes=3, input_shape=(64, 64, 3), fc_weights=str(path))
+    k1, b1 = top.get_layer("fc1").get_weights()
+    k6, b6 = m.get_layer("fc6").get_weights()
+    assert k6.shape == (7, 7, 512, 4096)
+    np.testing.assert_array_equal(k6, k1.reshape(7, 7, 512, 4096))
+    np.testing.assert_array_equal(b6, b1)
+    # the same map: a dense layer on a flattened 7x7x512 patch equals the 7x7 convolution at its centre
+    patch = np.random.default_rng(0).normal(size=(1, 7, 7, 512)).astype("float32")
+    dense = patch.reshape(1, -1) @ k1 + b1
+    conv = keras.ops.convert_to_numpy(keras.ops.conv(patch, k6, padding="valid"))[0, 0, 0] + b6
+    np.testing.assert_allclose(conv, dense[0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(m.get_layer("fc7").get_weights()[0][0, 0], top.get_layer("fc2").get_weights()[0])
+    with pytest.raises(KsegError, match="needs the vgg16 backbone"):
+        models.build("fcn32s", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3), fc_weights=str(path))

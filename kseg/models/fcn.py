@@ -10,6 +10,13 @@ initialised to bilinear interpolation and learned; the new score layers start
 at zero, as in the paper. Convolutions use 'same' padding, so the output has the
 input's size without the paper's 100-pixel padding and crop.
 
+With ImageNet weights (``encoder_weights="imagenet"`` on vgg16) fc6 and fc7
+start, as in the paper, from VGG16's classifier: its fc1 (25088 x 4096) and fc2
+(4096 x 4096) dense kernels reshaped to 7x7x512x4096 and 1x1x4096x4096
+convolutions. Keras downloads that classifier once (``include_top=True``, 528 MB);
+``fc_weights`` may instead name a VGG16-with-top weights file, or None to start
+fc6/fc7 from random weights.
+
 On backbones other than VGG16 there is no classifier to convert (``fc_filters``
 defaults to 0): ``score_fr`` reads the stride-32 features. On the pooling
 backbones (vgg16, plain) the skips are the pool outputs, as in the paper; on
@@ -30,13 +37,16 @@ VARIANTS = {"32s": (), "16s": (16,), "8s": (16, 8)}
 def fcn(num_classes: int, backbone: str = "vgg16", input_shape=(None, None, 3), encoder_weights=None,
         encoder_freeze: bool = False, activation: str | None = "softmax", variant: str = "8s",
         fc_filters: int | None = None, dropout: float = 0.5, backbone_kwargs: dict | None = None,
-        name: str | None = None):
+        fc_weights="auto", name: str | None = None):
     """Build FCN-``variant`` ("32s", "16s" or "8s").
 
     Args:
         fc_filters: width of fc6/fc7; default 4096 on vgg16 (the paper's), 0 (no fc
             layers) on other backbones.
         dropout: after fc6 and fc7.
+        fc_weights: where fc6/fc7 start: "imagenet" (VGG16's classifier), a VGG16 include-top
+            weights file, None (random), or "auto" (default): "imagenet" when the encoder loads
+            ImageNet weights on vgg16 with 4096-wide fc layers, else None.
         backbone_kwargs: extra arguments for the backbone (e.g. ``filters`` of plain).
         The others as for :func:`kseg.models.unet`.
     """
@@ -72,7 +82,38 @@ def fcn(num_classes: int, backbone: str = "vgg16", input_shape=(None, None, 3), 
         stride = s
     x = upscore(x, stride, f"upscore{stride}")
     outputs = head(x, num_classes, activation, kernel_size=None)
-    return keras.Model(inputs, outputs, name=name or f"fcn{variant}_{backbone}")
+    model = keras.Model(inputs, outputs, name=name or f"fcn{variant}_{backbone}")
+    if fc_weights == "auto":
+        fc_weights = "imagenet" if (encoder_weights == "imagenet" and backbone == "vgg16"
+                                    and fc_filters == 4096) else None
+    if fc_weights is not None:
+        load_vgg16_classifier(model, fc_weights, fc_filters, backbone)
+    return model
+
+
+def load_vgg16_classifier(model, weights, fc_filters: int, backbone: str) -> None:
+    """Set ``fc6`` / ``fc7`` of an FCN from VGG16's classifier (``fc1`` / ``fc2``) as convolutions."""
+    import os
+
+    from kseg.errors import KsegError
+
+    if backbone != "vgg16" or fc_filters != 4096:
+        raise KsegError(f"fc_weights needs the vgg16 backbone with fc_filters=4096 (VGG16's classifier), "
+                        f"got backbone {backbone!r}, fc_filters {fc_filters}")
+    if weights != "imagenet":
+        weights = os.fspath(weights)
+        if not os.path.exists(weights):
+            raise KsegError(f"{weights}: VGG16 classifier weights file not found")
+    try:
+        top = keras.applications.VGG16(include_top=True, weights=weights, classes=1000)
+    except Exception as err:  # a wrong file, no network for the download, ...
+        raise KsegError(f"cannot load VGG16's classifier weights from {weights!r} for fc6/fc7 "
+                        f"({type(err).__name__}: {err})") from None
+    for dense, conv in (("fc1", "fc6"), ("fc2", "fc7")):
+        kernel, bias = top.get_layer(dense).get_weights()
+        target = model.get_layer(conv)
+        target.set_weights([kernel.reshape(target.kernel.shape), bias])
+    del top
 
 
 def fcn32s(num_classes: int, backbone: str = "vgg16", **kwargs):
