@@ -233,22 +233,12 @@ def sync_batch_norm(model, strategy=None):
     what one device computes on the whole batch. Does nothing without a
     strategy or with one replica. Returns ``model``.
     """
-    import keras
+    from kseg.models.layers import batch_norm_layers
 
     if strategy is None or strategy.num_replicas_in_sync < 2:
         return model
-    seen = set()
-
-    def walk(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            _synchronise(layer)
-        for child in getattr(layer, "layers", None) or []:
-            walk(child)
-
-    walk(model)
+    for layer in batch_norm_layers(model):
+        _synchronise(layer)
     return model
 
 

@@ -344,13 +344,10 @@ def run(args) -> dict:
 
     best = load_model(best_path) if best_path.exists() else model
     skipped = list(getattr(ds, "skipped", []) or [])
-    report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json",
-                              extra={"mask": ds.mask, "model": args.model, "backbone": args.backbone,
-                                     "epochs": args.epochs, "size": list(args.size),
-                                     "train_images": len(info["train_idx"]),
-                                     "val_images": len(info["val_idx"]),
-                                     "skipped_images": skipped, "fold": args.fold,
-                                     "recipe": args.recipe, "seconds": round(time.time() - t0, 1)})
+    extra = {"mask": ds.mask, "model": args.model, "backbone": args.backbone, "epochs": args.epochs,
+             "size": list(args.size), "train_images": len(info["train_idx"]), "val_images": len(info["val_idx"]),
+             "skipped_images": skipped, "fold": args.fold, "recipe": args.recipe,
+             "seconds": round(time.time() - t0, 1)}
     if args.eval_scales is not None or args.eval_flip:
         from kseg.evaluate import evaluate_native
 
@@ -360,11 +357,11 @@ def run(args) -> dict:
                                  [ds.labels[i] for i in info["val_idx"]], ds.class_names, scales=scales,
                                  flip=args.eval_flip, size=args.size)
         native.update(scales=list(scales), flip=bool(args.eval_flip), seconds=round(time.time() - t1, 1))
-        report["native"] = native
-        write_text_atomic(out / "metrics.json", json.dumps(report, indent=2), "metrics")
+        extra["native"] = native
         print(f"kseg: at native resolution with scales {','.join(f'{v:g}' for v in scales)}"
               f"{' and flips' if args.eval_flip else ''}: pixel accuracy {native['pixel_accuracy']:.4f}, "
               f"mean class accuracy {native['mean_accuracy']:.4f}, mIoU {native['miou']:.4f}", flush=True)
+    report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json", extra=extra)
     save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")
     if not args.no_export:
         export_saved_model(best, out / "saved_model", tflite=not args.no_tflite)
@@ -393,18 +390,12 @@ def make_optimizer(args, total_steps: int, warmup_steps: int = 0):
 
 def set_bn_momentum(model, momentum: float) -> int:
     """Set the moving-statistics momentum of every BatchNormalization in ``model`` (nested ones too)."""
-    import keras
+    from kseg.models.layers import batch_norm_layers
 
-    n = 0
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.Model):
-            stack.extend(layer.layers)
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(momentum)
-            n += 1
-    return n
+    bns = batch_norm_layers(model)
+    for layer in bns:
+        layer.momentum = float(momentum)
+    return len(bns)
 
 
 def class_weights(spec, labels, num_classes: int):

@@ -67,6 +67,23 @@ def freeze(model_or_layers, trainable: bool = False) -> None:
         layer.trainable = trainable
 
 
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested sub-models' included, each once."""
+    found, seen = [], set()
+
+    def walk(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, layers.BatchNormalization):
+            found.append(layer)
+        for child in getattr(layer, "layers", None) or []:
+            walk(child)
+
+    walk(model)
+    return found
+
+
 # --------------------------------------------------------------------------- custom layers (keras.ops only)
 # Registered under package "kseg", so a ``.keras`` file that uses them loads once
 # ``kseg.models`` is imported; each one works at an unknown (None, None) input size.
