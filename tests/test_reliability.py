@@ -585,8 +585,24 @@ _matrices = st.lists(st.lists(_tokens, max_size=6), max_size=6).flatmap(
     lambda t: (t[2].join(t[1].join(r) for r in t[0]) + ("\n" if t[3] else "")).encode())
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.one_of(st.binary(max_size=300), _matrices,
+def _mutate(text: bytes, edits) -> bytes:
+    out = bytearray(text)
+    for pos, byte in edits:
+        if out:
+            out[pos % len(out)] = byte
+    return bytes(out)
+
+
+# iccv09's own layout ("d d\nd d\n", -1 for unknown), the fast path's input, with a few bytes overwritten
+_iccv09_like = st.tuples(
+    st.lists(st.lists(st.integers(-1, 9).map(str), min_size=1, max_size=5), min_size=1, max_size=5).map(
+        lambda rows: "".join(" ".join(r) + "\n" for r in rows).encode()),
+    st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(list(b"0123456789 \n-:x"))), max_size=3)).map(
+    lambda t: _mutate(*t))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=300), _matrices, _iccv09_like,
                  st.lists(st.sampled_from(list(b"0123456789 \t\r\n-+x")), max_size=120).map(bytes)))
 def test_fuzz_label_parser_only_raises_kseg_errors(data):
     expected = _reference_parse(data)

@@ -303,11 +303,9 @@ def parse_label_text(data: bytes, source: str = "<label>") -> np.ndarray:
     :class:`KsegError` naming ``source`` for empty content, ragged rows or
     non-integer tokens.
     """
-    if b"-" in data and b":" not in data:
-        # iccv09's unknown pixels are "-1": as one byte (':' = '0' + 10) they keep the strided fast path
-        strided = _parse_strided(np.frombuffer(data.replace(b"-1", b":"), dtype=np.uint8), allow_colon=True)
-        if strided is not None:
-            return strided
+    pairs = _parse_pairs(data)
+    if pairs is not None:
+        return pairs.astype(np.int64)
     buf = np.frombuffer(data, dtype=np.uint8)
     fast = _parse_single_digits(buf)
     if fast is not None:
@@ -315,30 +313,46 @@ def parse_label_text(data: bytes, source: str = "<label>") -> np.ndarray:
     return _parse_general(buf, data, source)
 
 
-def _parse_strided(buf: np.ndarray, allow_colon: bool = False) -> np.ndarray | None:
-    """"d d d\nd d d\n": one-byte values at even offsets, one space or newline after each; else None."""
+def _parse_pairs(data: bytes) -> np.ndarray | None:
+    """Fast path for iccv09's files: int8 (H, W) if every value is one digit or -1, else None.
+
+    In iccv09's layout, "d d d\nd d d\n", every value is one byte followed by
+    one separator: one little-endian uint16 per value once each "-1" has become
+    the single byte ':' ('9' + 1). A handful of whole-array integer operations
+    on those uint16 then check the layout and give the values, about 6x faster
+    than ``np.loadtxt(dtype=int)``. Content already holding ':' is left to the
+    other parsers.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if b"-" in data:
+        if b":" in data:
+            return None
+        minus = np.flatnonzero(buf == 45)
+        buf = np.delete(buf, minus)  # a copy; the byte after each '-' moves to minus - (number of '-' before it)
+        after = minus - np.arange(minus.size)
+        if after[-1] >= buf.size or (buf[after] != 49).any():
+            return None  # a sign before anything but a '1'
+        buf[after] = 58
     if buf.size < 2 or buf.size % 2 or buf[-1] != 10:
         return None
-    d, sep = buf[0::2], buf[1::2]
-    if not (((d - 48) < (11 if allow_colon else 10)).all() and ((sep == 32) | (sep == 10)).all()):
+    x = buf.view("<u2") - np.uint16(0x0A30)  # "d\n" -> d, "d " -> 0x1600 + d ('0' = 0x30, ' ' - '\n' = 0x16)
+    hi = x >> 8
+    lo = (x & np.uint16(255)).astype(np.int8)
+    ends = np.flatnonzero(hi == 0)
+    if ends.size == 0:
         return None
-    rows = np.flatnonzero(sep == 10) + 1
-    width = int(rows[0])
-    if not (np.diff(rows, prepend=0) == width).all():
+    width = int(ends[0]) + 1
+    if (ends.size * width != x.size or not (ends == np.arange(width - 1, x.size, width)).all()
+            or not ((hi == 0x16) | (hi == 0)).all() or not (lo.view(np.uint8) <= 10).all()):
         return None
-    vals = (d - 48).astype(np.int64)
-    if allow_colon:
-        vals[vals == 10] = -1
-    return vals.reshape(rows.size, width)
+    lo[lo == 10] = -1
+    return lo.reshape(ends.size, width)
 
 
 def _parse_single_digits(buf: np.ndarray) -> np.ndarray | None:
     """Fast path: every token is ``d`` or ``-d``, rows end in newlines; else None."""
     if buf.size < 2 or buf[-1] != 10:
         return None
-    strided = _parse_strided(buf)
-    if strided is not None:
-        return strided
     dig = buf >= 48
     if (buf > 57).any() or (dig[1:] & dig[:-1]).any():
         return None  # a letter or a multi-digit value: take the general path
@@ -422,11 +436,13 @@ def read_label_file(path: str | os.PathLike, num_classes: int | None = None) -> 
         data = path.read_bytes()
     except OSError as err:
         raise KsegError(f"{path}: cannot read label file ({err.strerror})") from None
-    arr = parse_label_text(data, str(path))
+    arr = _parse_pairs(data)
+    if arr is None:
+        arr = np.maximum(parse_label_text(data, str(path)), -1).astype(np.int8)
     if num_classes is not None and arr.size and arr.max() >= num_classes:
         raise KsegError(f"{path}: label value {int(arr.max())} is outside the {num_classes} classes "
                         f"(0..{num_classes - 1}, negative = unknown)")
-    return np.maximum(arr, -1).astype(np.int8)
+    return arr
 
 
 # --------------------------------------------------------------------------- cache
@@ -456,14 +472,8 @@ def load_labels(paths: list[Path], num_classes: int, cache_file: Path | None) ->
     if cache_file is not None and cache_file.exists():
         cached = _read_cache(cache_file)
     missing = [i for i, k in enumerate(keys) if k not in cached]
-    fresh = {}
-    if missing:
-        # reading and most NumPy passes release the GIL: parse on all cores
-        from concurrent.futures import ThreadPoolExecutor
-
-        workers = min(len(missing), os.cpu_count() or 1, 8)
-        with ThreadPoolExecutor(workers) as pool:
-            fresh = dict(zip(missing, pool.map(lambda i: read_label_file(paths[i], num_classes), missing)))
+    # one thread: the parser is a few short NumPy passes per file, and a thread pool measured slower (GIL)
+    fresh = {i: read_label_file(paths[i], num_classes) for i in missing}
     out = [fresh[i] if i in fresh else cached[k] for i, k in enumerate(keys)]
     parsed = len(missing)
     if cache_file is not None and (parsed or len(cached) != len(keys)):
@@ -515,7 +525,7 @@ def _write_cache(cache_file: Path, keys: list[str], arrays: list[np.ndarray]) ->
         with os.fdopen(fd, "wb") as f:
             f.write(_MAGIC + len(header).to_bytes(8, "little") + header)
             for a in arrays:
-                f.write(np.ascontiguousarray(a, dtype=np.int8).tobytes())
+                f.write(memoryview(np.ascontiguousarray(a, dtype=np.int8)).cast("B"))
         os.replace(tmp, cache_file)
     except OSError as err:  # a cache we cannot write only costs time next run
         if tmp is not None:
