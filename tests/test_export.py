@@ -109,6 +109,54 @@ def test_kseg_unet_export_serves(tmp_path):
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
 
 
+def _random_batch_norm_statistics(model, seed=0):
+    from kseg.models.layers import batch_norm_layers
+
+    rng = np.random.default_rng(seed)
+    for bn in batch_norm_layers(model):
+        bn.moving_mean.assign(rng.normal(0, 0.5, bn.moving_mean.shape))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
+        if bn.scale:
+            bn.gamma.assign(rng.uniform(0.5, 1.5, bn.gamma.shape))
+        if bn.center:
+            bn.beta.assign(rng.normal(0, 0.2, bn.beta.shape))
+
+
+@pytest.mark.parametrize("name,backbone", [("unet", "resnet18"), ("deeplabv3plus", "mobilenetv2"),
+                                           ("pspnet", "efficientnetb0"), ("segnet", "plain"),
+                                           ("fcn8s", "plain")])
+def test_fold_batch_norm_computes_the_same_scores_with_fewer_batch_norms(name, backbone):
+    from kseg import models
+    from kseg.models.layers import batch_norm_layers, fold_batch_norm
+
+    model = models.build(name, backbone=backbone, num_classes=3, input_shape=(64, 64, 3), activation=None)
+    _random_batch_norm_statistics(model)  # fresh statistics (mean 0, variance 1) would hide a wrong fold
+    x = rand_images(2, 64, 64, seed=5).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    n_bn = len(batch_norm_layers(model))
+    folded = fold_batch_norm(model)
+    got = folded.predict(x, verbose=0)
+    # float32 rounding only: random statistics make scores large (thousands through a ResNet), so relative
+    np.testing.assert_allclose(got, before, rtol=0, atol=2e-5 * np.abs(before).max())
+    assert len(batch_norm_layers(folded)) < n_bn
+    assert len(batch_norm_layers(model)) == n_bn and model.count_params() > folded.count_params()
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)  # the model itself is unchanged
+
+
+def test_export_folds_batch_norm_and_serves_the_same_probabilities(tmp_path):
+    from kseg import models
+
+    model = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3))
+    _random_batch_norm_statistics(model, seed=1)
+    out = export_saved_model(model, tmp_path / "sm", tflite=False)
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    images = rand_images(1, 64, 64, seed=6)
+    probs = serve(images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(probs, model.predict(images.astype(np.float32), verbose=0), atol=1e-4)
+    n_saved = sum(int(np.prod(v.shape)) for v in tf.saved_model.load(str(out)).variables)
+    assert n_saved < model.count_params()  # the folded graph was exported: no batch-norm statistics after convs
+
+
 def test_export_replaces_an_existing_folder(tmp_path):
     model = tiny_model(seed=5)
     target = tmp_path / "sm"

@@ -273,3 +273,102 @@ def _slice(x, axis, start, stop):
     index = [slice(None)] * 4
     index[axis] = slice(start, stop)
     return x[tuple(index)]
+
+
+_FOLDABLE_CONVS = (layers.Conv2D, layers.DepthwiseConv2D)  # Conv2DTranspose is a Conv2D subclass: excluded below
+
+
+def _foldable_pairs(model) -> dict:
+    """{id(conv): bn} for each BatchNormalization of ``model`` that only ever normalises one Conv2D /
+    DepthwiseConv2D's output (linear activation, that output used by nothing else, channels last)."""
+    consumers: dict[int, int] = {}
+    for t in model.outputs:
+        consumers[id(t)] = consumers.get(id(t), 0) + 1
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                consumers[id(t)] = consumers.get(id(t), 0) + 1
+    pairs = {}
+    for bn in model.layers:
+        if not isinstance(bn, layers.BatchNormalization) or len(bn._inbound_nodes) != 1:
+            continue
+        if bn.axis not in (-1, len(bn.input.shape) - 1):
+            continue
+        (x,) = bn._inbound_nodes[0].input_tensors
+        conv = x._keras_history.operation
+        if (isinstance(conv, _FOLDABLE_CONVS) and not isinstance(conv, layers.Conv2DTranspose)
+                and len(conv._inbound_nodes) == 1 and consumers.get(id(x)) == 1
+                and conv.activation is keras.activations.linear and conv.data_format == "channels_last"):
+            pairs[id(conv)] = bn
+    return pairs
+
+
+def _folded_weights(conv, bn) -> list:
+    """The kernel and bias of ``conv`` followed by ``bn`` in inference mode, as one convolution."""
+    import numpy as np
+
+    var = np.asarray(keras.ops.convert_to_numpy(bn.moving_variance), np.float64)
+    mean = np.asarray(keras.ops.convert_to_numpy(bn.moving_mean), np.float64)
+    scale = 1.0 / np.sqrt(var + bn.epsilon)
+    if bn.scale:
+        scale = scale * keras.ops.convert_to_numpy(bn.gamma)
+    shift = -mean * scale
+    if bn.center:
+        shift = shift + keras.ops.convert_to_numpy(bn.beta)
+    kernel = np.asarray(keras.ops.convert_to_numpy(conv.kernel), np.float64)
+    if isinstance(conv, layers.DepthwiseConv2D):  # (kh, kw, in, multiplier): output channel = in * m + k
+        kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        kernel = kernel * scale
+    bias = shift
+    if conv.use_bias:
+        bias = bias + scale * keras.ops.convert_to_numpy(conv.bias)
+    return [kernel.astype(np.float32), bias.astype(np.float32)]
+
+
+def fold_batch_norm(model: keras.Model) -> keras.Model:
+    """An inference copy of ``model`` with each batch norm that follows a convolution folded into it.
+
+    Conv -> BatchNormalization (inference mode: ``gamma * (x - mean) / sqrt(var + eps) + beta``) is one
+    affine map per channel, so it becomes the convolution's kernel and bias: the copy computes the same
+    outputs (to float32 rounding) with fewer ops, and TensorFlow then fuses conv + bias + ReLU into one
+    kernel. Batch norms that do not directly follow a convolution (ResNet's pre-activation ones after
+    an Add, a normalised input) are kept. Nested functional models (keras.applications encoders) are
+    folded too. ``model`` itself is not changed; the copy is for inference and export, not training.
+    """
+    originals: dict[int, object] = {}
+    folds: dict[int, object] = {}  # id(original conv) -> its bn
+    skip: set[int] = set()  # ids of folded bn layers
+
+    def collect(m):
+        pairs = _foldable_pairs(m)
+        folds.update(pairs)
+        skip.update(id(bn) for bn in pairs.values())
+        for layer in m.layers:
+            if isinstance(layer, keras.Model) and hasattr(layer, "_inbound_nodes") and layer.layers:
+                collect(layer)
+
+    collect(model)
+
+    def clone(layer):
+        config = layer.get_config()
+        if id(layer) in folds:
+            config["use_bias"] = True
+        new = layer.__class__.from_config(config)
+        originals[id(new)] = layer
+        return new
+
+    def call(layer, *args, **kwargs):
+        original = originals.get(id(layer))
+        if original is not None and id(original) in skip:
+            return args[0]  # the batch norm is inside the convolution before it now
+        out = layer(*args, **kwargs)
+        if original is not None and original.weights:
+            weights = (_folded_weights(original, folds[id(original)]) if id(original) in folds
+                       else original.get_weights())
+            layer.set_weights(weights)
+        return out
+
+    folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
+    folded.name = model.name
+    return folded
