@@ -1,6 +1,6 @@
 """Where a training step's time goes: TensorFlow's profiler over kseg's default U-Net step, by op type, as JSON.
 
-    .venv/bin/python bench/profile.py [--steps 3] [--threads 2] [--side kseg|peer]
+    .venv/bin/python bench/profile.py [--steps 3] [--threads 2] [--side kseg|peer] [--precision mixed_bfloat16]
 
 Builds the model ``bench/speed.py`` times (U-Net resnet34, 224x224, batch 16,
 3 classes; ``--side peer`` profiles segmentation_models' from ``bench/.venv-sm``:
@@ -67,6 +67,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--side", choices=("kseg", "peer"), default="kseg")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                   help="kseg's Keras dtype policy (the peer always runs float32)")
     args = p.parse_args(argv)
     if args.side == "peer":
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -76,7 +78,7 @@ def main(argv=None):
     tf = speed._setup(args.threads)
     keras = tf.keras if args.side == "peer" else __import__("keras")
     keras.utils.set_random_seed(0)
-    model, compile_args = speed._build(args.side, tf)
+    model, compile_args = speed._build(args.side, tf, args.precision if args.side == "kseg" else "float32")
     model.compile(**compile_args)
     x, y = speed._synthetic()
     model.train_on_batch(x, y)
@@ -93,6 +95,7 @@ def main(argv=None):
     gemm = sum(v for k, v in totals.items() if k in GEMM_OPS or "Conv2D" in k or "MatMul" in k)
     report = {
         "bench": "profile", "side": args.side, "model": "unet resnet34 224x224 batch 16, 3 classes",
+        "precision": args.precision if args.side == "kseg" else "float32",
         "steps": args.steps, "threads": args.threads, "wall_s_per_step": round(wall / args.steps, 3),
         "op_time_s_per_step": round(total / 1e3 / args.steps, 3),
         "conv_and_matmul_share": round(gemm / total, 3) if total else None,
