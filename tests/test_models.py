@@ -76,6 +76,7 @@ def pipeline(arch, backbone, tmp_path, eager=True, **kw):
     import tensorflow as tf
 
     from kseg.export import export_saved_model
+    from kseg.models.layers import fold_batch_norm
 
     keras.utils.set_random_seed(0)
     x, y = batch()
@@ -112,13 +113,19 @@ def pipeline(arch, backbone, tmp_path, eager=True, **kw):
 
     # kseg's SavedModel of the (None, None) model: serving runs it in a TF graph at a run-time size
     out = export_saved_model(free, tmp_path / f"{arch}_{backbone}_saved", tflite=False)
+    folded = fold_batch_norm(free)
     served = tf.saved_model.load(str(out)).signatures["serving_default"]
     for h, w in ((64, 64), (96, 64)):
         images = np.round(batch(max(h, w))[0][:1, :h, :w]).astype("uint8")
         probs = served(images=tf.constant(images))["probabilities"].numpy()
         assert probs.shape == (1, h, w, 3)
         np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)  # softmax probabilities at the input's size
-        np.testing.assert_allclose(probs, keras.ops.convert_to_numpy(free(images.astype("float32"))), atol=1e-4)
+        # the export serves the model with its batch norms folded into the convolutions: the same function,
+        # but float32 rounds differently on these untrained nets' large scores (measured up to 5.8e-4 in
+        # probability on pspnet/resnet18 after one step; a float64 U-Net resnet34 body folds to 1.8e-7
+        # relative, so that is rounding, not a wrong fold, which would differ by ~0.1)
+        np.testing.assert_allclose(probs, keras.ops.convert_to_numpy(folded(images.astype("float32"))), atol=1e-4)
+        np.testing.assert_allclose(probs, keras.ops.convert_to_numpy(free(images.astype("float32"))), atol=2e-3)
 
 
 # --------------------------------------------------------------------------- registry
