@@ -19,6 +19,9 @@ alternating, the same shapes, data and thread count):
 - achieved training FLOP/s (the model's convolution FLOPs counted once from
   its layers, a training step taken as 3x the forward pass) over this
   machine's float32 GEMM rate, measured in the same run.
+- with ``--keras-bn``, kseg's training once more with Keras's own (unfused)
+  batch norm (``KSEG_FUSED_BN=0``), alternating with the rest: the A/B of
+  kseg's fused batch norm.
 
 The peer is a measurement peer, never a kseg dependency: the first run
 installs it into ``bench/.venv-sm`` (segmentation-models 1.0.1, the
@@ -267,9 +270,9 @@ def _quiet_env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
 
 
-def run_worker(python, task, args, log, peer=False) -> dict:
+def run_worker(python, task, args, log, peer=False, env_extra=None) -> dict:
     env = _peer_env() if peer else dict(os.environ)
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="", **(env_extra or {}))
     cmd = [str(python), str(Path(__file__).resolve()), "--worker", task, *args]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
@@ -277,7 +280,7 @@ def run_worker(python, task, args, log, peer=False) -> dict:
     if proc.returncode or not lines:
         raise RuntimeError(f"worker {task} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = json.loads(lines[-1][len("RESULT "):])
-    log(f"  {task:6s} {'peer' if peer else 'kseg'} {' '.join(args)}: "
+    log(f"  {task:6s} {'peer' if peer else 'kseg'} {' '.join(args)}{' ' + str(env_extra) if env_extra else ''}: "
         f"{ {k: (round(v, 2) if isinstance(v, float) else v) for k, v in out.items() if k != 'by_batch'} } "
         f"({time.perf_counter() - t:.0f}s)")
     return out
@@ -316,6 +319,8 @@ def main(argv=None):
     p.add_argument("--no-labels", action="store_true", help="skip the label-loading bench")
     p.add_argument("--no-bf16", dest="bf16", action="store_false",
                    help="skip the rows of kseg under Keras's mixed_bfloat16 policy (not kseg's default)")
+    p.add_argument("--keras-bn", action="store_true",
+                   help="also time kseg's training with Keras's unfused batch norm (KSEG_FUSED_BN=0), alternating")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"), help="also write the JSON here")
     args = p.parse_args(argv)
     quick = args.quick
@@ -348,11 +353,14 @@ def main(argv=None):
     flops = run_worker(me, "flops", th, log)
 
     log(f"training: {repeats} alternating repeats, {steps} steps after {warmup} warm-up")
-    train = {"kseg": [], "peer": [], "kseg_pipeline": [], "kseg_bf16": []}
+    train = {"kseg": [], "peer": [], "kseg_pipeline": [], "kseg_bf16": [], "kseg_keras_bn": []}
     targs = [*th, "--steps", str(steps), "--warmup", str(warmup)]
     for _ in range(repeats):
         train["kseg"].append(run_worker(me, "train", [*targs, "--jit", args.jit], log))
         train["peer"].append(run_worker(peer_py, "train", [*targs, "--side", "peer"], log, peer=True))
+        if args.keras_bn:
+            train["kseg_keras_bn"].append(run_worker(me, "train", [*targs, "--jit", args.jit], log,
+                                                     env_extra={"KSEG_FUSED_BN": "0"}))
         if args.bf16:
             train["kseg_bf16"].append(run_worker(me, "train", [*targs, "--precision", "mixed_bfloat16"], log))
     try:
@@ -431,6 +439,11 @@ def main(argv=None):
             "infer_images_per_s": ib, "infer_ratio_vs_peer": ib / p_inf,
             "note": "Keras mixed_bfloat16 policy; the peer stays float32 (its fastest setting in the issue); "
                     "accuracy not yet validated, TFLite cannot convert a bfloat16 SavedModel"}
+    if train["kseg_keras_bn"]:
+        kk = best(train["kseg_keras_bn"])
+        summary["kseg_fused_bn_vs_keras_bn"] = {
+            "train_images_per_s_fused": k_train, "train_images_per_s_keras_bn": kk, "ratio": k_train / kk,
+            "peak_rss_mb_fused": k_rss, "peak_rss_mb_keras_bn": max(r["peak_rss_mb"] for r in train["kseg_keras_bn"])}
     if labels:
         summary["label_loading_speedup_vs_np_loadtxt"] = {**labels["speedup_vs_tutorial"],
                                                           "target": {"cold": 10, "warm": 100}}

@@ -35,7 +35,7 @@ import keras
 from keras import layers
 
 from kseg.errors import KsegError
-from kseg.models.layers import ReverseChannels
+from kseg.models.layers import FusedBatchNormalization, ReverseChannels
 
 BACKBONES: dict[str, callable] = {}
 
@@ -132,7 +132,7 @@ def plain(inputs, weights=None, filters=(64, 128, 256, 512, 1024), output_stride
         for k in (1, 2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                               dilation_rate=rate, name=f"plain_block{level}_conv{k}")(x)
-            x = layers.BatchNormalization(name=f"plain_block{level}_bn{k}")(x)
+            x = FusedBatchNormalization(name=f"plain_block{level}_bn{k}")(x)
             x = layers.Activation("relu", name=f"plain_block{level}_relu{k}")(x)
         feats[stride] = x
     if weights is not None:
@@ -155,13 +155,13 @@ def _residual_block(x, filters, stage, block, strides, cut, rate=1, first_rate=N
     stage that lost its stride keeps the previous rate (``first_rate``), as in DeepLab.
     """
     name = f"stage{stage + 1}_unit{block + 1}_"
-    y = layers.BatchNormalization(name=name + "bn1", **_BN)(x)
+    y = FusedBatchNormalization(name=name + "bn1", **_BN)(x)
     act = layers.Activation("relu", name=name + "relu1")(y)
     shortcut = x if cut == "pre" else layers.Conv2D(filters, 1, strides=strides, name=name + "sc", **_CONV)(act)
     r1 = rate if first_rate is None else first_rate
     y = layers.ZeroPadding2D(r1, name=name + "pad1")(act)
     y = layers.Conv2D(filters, 3, strides=strides, dilation_rate=r1, name=name + "conv1", **_CONV)(y)
-    y = layers.BatchNormalization(name=name + "bn2", **_BN)(y)
+    y = FusedBatchNormalization(name=name + "bn2", **_BN)(y)
     y = layers.Activation("relu", name=name + "relu2")(y)
     y = layers.ZeroPadding2D(rate, name=name + "pad2")(y)
     y = layers.Conv2D(filters, 3, dilation_rate=rate, name=name + "conv2", **_CONV)(y)
@@ -169,10 +169,10 @@ def _residual_block(x, filters, stage, block, strides, cut, rate=1, first_rate=N
 
 
 def _resnet(inputs, repetitions, weights, name, output_stride=32):
-    x = layers.BatchNormalization(name="bn_data", scale=False, **_BN)(inputs)  # the preprocessing
+    x = FusedBatchNormalization(name="bn_data", scale=False, **_BN)(inputs)  # the preprocessing
     x = layers.ZeroPadding2D(3, name="pad0")(x)
     x = layers.Conv2D(64, 7, strides=2, name="conv0", **_CONV)(x)
-    x = layers.BatchNormalization(name="bn0", **_BN)(x)
+    x = FusedBatchNormalization(name="bn0", **_BN)(x)
     x = layers.Activation("relu", name="relu0")(x)
     feats = {2: x}
     x = layers.ZeroPadding2D(1, name="pool0_pad")(x)
@@ -189,7 +189,7 @@ def _resnet(inputs, repetitions, weights, name, output_stride=32):
             x, act = _residual_block(x, 64 * 2 ** stage, stage, block, strides, cut, rate, first_rate)
             if block == 0 and stage > 0:
                 feats[level // 2] = act  # stride 4, 8, 16
-    x = layers.BatchNormalization(name="bn1", **_BN)(x)
+    x = FusedBatchNormalization(name="bn1", **_BN)(x)
     x = layers.Activation("relu", name="relu1")(x)
     feats[32] = x
     if weights is not None:

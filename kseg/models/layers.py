@@ -14,7 +14,7 @@ def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, dilati
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation_rate,
                       use_bias=not use_batchnorm, kernel_initializer=kernel_initializer, name=n("conv"))(x)
     if use_batchnorm:
-        x = layers.BatchNormalization(name=n("bn"))(x)
+        x = FusedBatchNormalization(name=n("bn"))(x)
     return layers.Activation("relu", name=n("relu"))(x)
 
 
@@ -39,11 +39,11 @@ def sep_conv_bn_relu(x, filters: int, kernel_size: int = 3, dilation_rate: int =
     """Depthwise separable convolution as DeepLabV3+ uses it: depthwise (atrous) -> BN -> ReLU -> 1x1 -> BN -> ReLU."""
     x = layers.DepthwiseConv2D(kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
                                name=f"{name}_depthwise")(x)
-    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_depthwise_bn")(x)
+    x = FusedBatchNormalization(epsilon=1e-5, name=f"{name}_depthwise_bn")(x)
     x = layers.Activation("relu", name=f"{name}_depthwise_relu")(x)
     x = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_initializer="he_uniform",
                       name=f"{name}_pointwise")(x)
-    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_pointwise_bn")(x)
+    x = FusedBatchNormalization(epsilon=1e-5, name=f"{name}_pointwise_bn")(x)
     return layers.Activation("relu", name=f"{name}_pointwise_relu")(x)
 
 
@@ -372,3 +372,57 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
     folded.name = model.name
     return folded
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` that runs TensorFlow's fused kernel where it can.
+
+    Keras 3 normalises with separate moment, subtract, multiply and add ops and,
+    under ``mixed_bfloat16``, casts every activation to float32 and back around
+    them; TensorFlow's ``FusedBatchNormV3`` (what tf-keras used) does the same
+    arithmetic in one kernel per direction, reading bfloat16 and accumulating in
+    float32. This layer takes that path on the TensorFlow backend for 4-D
+    channels-last inputs without a mask, renorm or synchronised statistics, in
+    training and in inference; anywhere else it is Keras's layer unchanged. The
+    weights, the config and the moving-statistics update (with the biased batch
+    variance, as Keras does) are Keras's, so a model saved with it loads with
+    the same numbers in either class. Setting the environment variable
+    ``KSEG_FUSED_BN=0`` (read when a model is traced) makes it Keras's layer
+    everywhere, for comparisons.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        import os
+
+        return (os.environ.get("KSEG_FUSED_BN", "1") != "0"
+                and keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                and not self.synchronized and len(inputs.shape) == 4 and self.axis in (3, -1)
+                and "_moments" not in self.__dict__  # kseg.distribute's synchronised moments
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16", "float16"))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        scale = ops.cast(self.gamma, "float32") if self.scale else tf.ones([channels], "float32")
+        offset = ops.cast(self.beta, "float32") if self.center else tf.zeros([channels], "float32")
+        if training and self.trainable:
+            empty = tf.zeros([0], "float32")
+            y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon,
+                exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+            # the kernel returns the unbiased (n - 1) variance; Keras's moving update uses the biased one
+            n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), "float32")
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + tf.stop_gradient(variance) * (1.0 - m))
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=scale, offset=offset, mean=ops.cast(self.moving_mean, "float32"),
+                variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)
+        return ops.cast(y, self.compute_dtype)

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from kseg.models import backbones as bb
-from kseg.models.layers import BilinearUpSampling2D, conv_bn_relu, head
+from kseg.models.layers import BilinearUpSampling2D, FusedBatchNormalization, conv_bn_relu, head
 
 UPSAMPLING = ("nearest", "bilinear", "transpose")
 
@@ -56,7 +56,7 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
             x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=not decoder_batchnorm,
                                        name=f"{n}_transpose")(x)
             if decoder_batchnorm:
-                x = layers.BatchNormalization(name=f"{n}_transpose_bn")(x)
+                x = FusedBatchNormalization(name=f"{n}_transpose_bn")(x)
             x = layers.Activation("relu", name=f"{n}_transpose_relu")(x)
         elif upsampling == "bilinear":  # keras's bilinear UpSampling2D fails at a run-time size in a TF graph
             x = BilinearUpSampling2D(2, name=f"{n}_upsampling")(x)
