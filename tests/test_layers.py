@@ -119,3 +119,42 @@ def test_kseg_models_use_the_fused_layer():
     model = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3))
     bns = batch_norm_layers(model)
     assert bns and all(type(layer) is FusedBatchNormalization for layer in bns)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "efficientnetb0"])
+def test_keras_applications_encoders_get_the_fused_layer_and_keep_their_function(backbone):
+    """The encoder copy swaps each Keras batch norm for the fused one and computes what the original does
+    (EfficientNet's input Normalization state included)."""
+    from kseg.models import backbones
+
+    keras.utils.set_random_seed(0)
+    constructor, names, _ = backbones._APPLICATIONS[backbone]
+    base = getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(None, None, 3))
+    rng = np.random.default_rng(8)
+    for bn in [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]:
+        bn.moving_mean.assign(rng.normal(0, 0.1, bn.moving_mean.shape))  # non-trivial statistics
+        bn.moving_variance.assign(rng.uniform(0.5, 1.5, bn.moving_variance.shape))
+    for norm in [layer for layer in base.layers if isinstance(layer, layers.Normalization)]:
+        norm.adapt_mean.assign([100.0, 120.0, 140.0])  # as kseg sets EfficientNet's without weights
+        norm.adapt_variance.assign([3000.0, 3500.0, 4000.0])
+        norm.finalize_state()
+    ref = keras.Model(base.inputs, base.get_layer(names[32]).output)
+    enc = backbones.atrous(ref)
+    bns = batch_norm_layers(enc)
+    assert len(bns) == len(batch_norm_layers(ref)) > 10
+    assert all(type(layer) is FusedBatchNormalization for layer in bns)
+    x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    # EfficientNet's dropout makes training-mode outputs random: compare it in inference mode only
+    for training in (False, True) if backbone == "mobilenetv2" else (False,):
+        a = keras.ops.convert_to_numpy(ref(x, training=training))
+        b = keras.ops.convert_to_numpy(enc(x, training=training))
+        assert np.abs(a).max() > 0
+        np.testing.assert_allclose(b, a, atol=1e-3 * float(np.abs(a).max()))
+
+
+def test_built_models_on_keras_applications_use_the_fused_layer():
+    from kseg import models
+
+    model = models.build("deeplabv3plus", backbone="mobilenetv2", num_classes=3, input_shape=(64, 64, 3))
+    bns = batch_norm_layers(model)
+    assert len(bns) > 40 and all(type(layer) is FusedBatchNormalization for layer in bns)

@@ -287,19 +287,25 @@ def _input_strides(model) -> dict[str, int]:
     return in_stride
 
 
-def atrous(model, output_stride: int):
+def atrous(model, output_stride: int = 32, fused_batch_norm: bool = True):
     """A copy of functional ``model`` (same weights) whose stride stops at ``output_stride``.
 
     Convolutions and poolings that would go past ``output_stride`` get stride 1;
     every later convolution wider than 1x1 is dilated by (its original input
     stride / output_stride), DeepLab's atrous conversion. Zero paddings that fed
     a strided 'valid' convolution there become empty and the convolution 'same'.
+    With ``fused_batch_norm`` each Keras ``BatchNormalization`` also becomes
+    kseg's :class:`~kseg.models.layers.FusedBatchNormalization` (same config and
+    weights, TensorFlow's fused kernel), so keras.applications encoders run
+    their batch norms as kseg's own blocks do; ``output_stride=32`` changes
+    nothing else.
     """
     in_stride = _input_strides(model)
 
     def clone(layer):
         cfg = layer.get_config()
         s = in_stride[layer.name]
+        cls = layer.__class__
         if isinstance(layer, _STRIDED):
             k = int(cfg["kernel_size"][0])
             rate = max(1, s // output_stride)
@@ -316,14 +322,17 @@ def atrous(model, output_stride: int):
             cfg.update(strides=(1, 1), padding="same")
         elif isinstance(layer, layers.ZeroPadding2D) and s >= output_stride:
             cfg["padding"] = ((0, 0), (0, 0))
-        else:
-            return layer.__class__.from_config(cfg)
-        return layer.__class__.from_config(cfg)
+        elif fused_batch_norm and cls is layers.BatchNormalization:
+            cls = FusedBatchNormalization
+        return cls.from_config(cfg)
 
     new = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
         if layer.weights:
-            new.get_layer(layer.name).set_weights(layer.get_weights())
+            copy = new.get_layer(layer.name)
+            copy.set_weights(layer.get_weights())
+            if isinstance(copy, layers.Normalization):
+                copy.finalize_state()  # its mean and variance tensors come from the adapted weights
     return new
 
 
@@ -333,8 +342,8 @@ def _application(name, inputs, weights=None, output_stride=32):
     base = _load_application(name, channels, weights)
     levels = sorted(names)
     encoder = keras.Model(base.inputs, [base.get_layer(names[k]).output for k in levels], name=f"{name}_encoder")
-    if output_stride and output_stride < 32:
-        encoder = atrous(encoder, output_stride)
+    if (output_stride and output_stride < 32) or keras.backend.backend() == "tensorflow":
+        encoder = atrous(encoder, output_stride or 32)  # also: TensorFlow's fused batch norm
     x = _preprocess(inputs, name, mode, channels)
     return dict(zip(levels, encoder(x)))
 
