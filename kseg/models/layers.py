@@ -367,6 +367,8 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
             weights = (_folded_weights(original, folds[id(original)]) if id(original) in folds
                        else original.get_weights())
             layer.set_weights(weights)
+            if isinstance(layer, layers.Normalization):
+                layer.finalize_state()  # its mean and variance tensors come from the adapted weights
         return out
 
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
