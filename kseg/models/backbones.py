@@ -35,7 +35,7 @@ import keras
 from keras import layers
 
 from kseg.errors import KsegError
-from kseg.models.layers import FusedBatchNormalization, ReverseChannels
+from kseg.models.layers import FusedBatchNormalization, ReverseChannels, set_weights
 
 BACKBONES: dict[str, callable] = {}
 
@@ -287,14 +287,14 @@ def _input_strides(model) -> dict[str, int]:
     return in_stride
 
 
-def atrous(model, output_stride: int = 32, fused_batch_norm: bool = True):
+def atrous(model, output_stride: int = 32):
     """A copy of functional ``model`` (same weights) whose stride stops at ``output_stride``.
 
     Convolutions and poolings that would go past ``output_stride`` get stride 1;
     every later convolution wider than 1x1 is dilated by (its original input
     stride / output_stride), DeepLab's atrous conversion. Zero paddings that fed
     a strided 'valid' convolution there become empty and the convolution 'same'.
-    With ``fused_batch_norm`` each Keras ``BatchNormalization`` also becomes
+    Each Keras ``BatchNormalization`` also becomes
     kseg's :class:`~kseg.models.layers.FusedBatchNormalization` (same config and
     weights, TensorFlow's fused kernel), so keras.applications encoders run
     their batch norms as kseg's own blocks do; ``output_stride=32`` changes
@@ -322,17 +322,14 @@ def atrous(model, output_stride: int = 32, fused_batch_norm: bool = True):
             cfg.update(strides=(1, 1), padding="same")
         elif isinstance(layer, layers.ZeroPadding2D) and s >= output_stride:
             cfg["padding"] = ((0, 0), (0, 0))
-        elif fused_batch_norm and cls is layers.BatchNormalization:
+        elif cls is layers.BatchNormalization:
             cls = FusedBatchNormalization
         return cls.from_config(cfg)
 
     new = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
         if layer.weights:
-            copy = new.get_layer(layer.name)
-            copy.set_weights(layer.get_weights())
-            if isinstance(copy, layers.Normalization):
-                copy.finalize_state()  # its mean and variance tensors come from the adapted weights
+            set_weights(new.get_layer(layer.name), layer.get_weights())
     return new
 
 

@@ -269,6 +269,14 @@ class BilinearUpSampling2D(layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
+def set_weights(layer, weights) -> None:
+    """``layer.set_weights(weights)``, then what a copied layer needs beyond its variables: a
+    ``Normalization`` layer's mean and variance tensors are derived from its adapted weights."""
+    layer.set_weights(weights)
+    if isinstance(layer, layers.Normalization):
+        layer.finalize_state()
+
+
 def _slice(x, axis, start, stop):
     index = [slice(None)] * 4
     index[axis] = slice(start, stop)
@@ -366,9 +374,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         if original is not None and original.weights:
             weights = (_folded_weights(original, folds[id(original)]) if id(original) in folds
                        else original.get_weights())
-            layer.set_weights(weights)
-            if isinstance(layer, layers.Normalization):
-                layer.finalize_state()  # its mean and variance tensors come from the adapted weights
+            set_weights(layer, weights)
         return out
 
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
