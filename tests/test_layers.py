@@ -1,4 +1,5 @@
-"""kseg.models.layers.FusedBatchNormalization: Keras's batch norm, computed by TensorFlow's fused kernel."""
+"""kseg.models.layers: FusedBatchNormalization (Keras's batch norm, computed by TensorFlow's fused kernel) and
+UpsampleConv2D (U-Net's upsample + concatenate + 3x3 convolution, computed at the low resolution)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 from keras import layers  # noqa: E402
 
-from kseg.models.layers import FusedBatchNormalization, batch_norm_layers  # noqa: E402
+from kseg.models.layers import FusedBatchNormalization, UpsampleConv2D, batch_norm_layers  # noqa: E402
 
 
 def _pair(channels=16, momentum=0.9, seed=0, **kwargs):
@@ -158,3 +159,133 @@ def test_built_models_on_keras_applications_use_the_fused_layer():
     model = models.build("deeplabv3plus", backbone="mobilenetv2", num_classes=3, input_shape=(64, 64, 3))
     bns = batch_norm_layers(model)
     assert len(bns) > 40 and all(type(layer) is FusedBatchNormalization for layer in bns)
+
+
+# --------------------------------------------------------------------------- UpsampleConv2D
+
+def _explicit_upsample_conv(layer, x, skip):
+    """What UpsampleConv2D replaces: Keras's nearest UpSampling2D, Concatenate, then the same 3x3 Conv2D."""
+    up = layers.UpSampling2D(2)(x)
+    cat = up if skip is None else layers.Concatenate()([up, skip])
+    y = tf.nn.conv2d(cat, layer.kernel, 1, "SAME")
+    return y + layer.bias if layer.use_bias else y
+
+
+def _value_and_grads(fn, layer, x, skip):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        if skip is not None:
+            tape.watch(skip)
+        y = fn(x, skip)
+        loss = tf.reduce_sum(y ** 3)
+    grads = tape.gradient(loss, [x] + ([skip] if skip is not None else []) + layer.trainable_weights)
+    return y, grads
+
+
+@pytest.mark.parametrize("x_shape, skip_channels, use_bias", [((2, 7, 5, 6), 3, True), ((2, 4, 4, 8), 0, False),
+                                                             ((1, 1, 3, 4), 5, True)])
+def test_upsample_conv_computes_upsample_concat_conv_and_its_gradients(x_shape, skip_channels, use_bias):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(0, 1, x_shape).astype("float32"))
+    skip = (tf.constant(rng.normal(0, 1, (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], skip_channels))
+                        .astype("float32")) if skip_channels else None)
+    layer = UpsampleConv2D(5, use_bias=use_bias, bias_initializer="random_normal")
+    layer([x] if skip is None else [x, skip])
+    assert tuple(layer.kernel.shape) == (3, 3, x_shape[-1] + skip_channels, 5)
+
+    fused = _value_and_grads(lambda a, b: layer([a] if b is None else [a, b]), layer, x, skip)
+    explicit = _value_and_grads(lambda a, b: _explicit_upsample_conv(layer, a, b), layer, x, skip)
+    assert fused[0].shape == (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], 5)
+    np.testing.assert_allclose(fused[0], explicit[0], rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused[1], explicit[1]):  # d/dx, d/dskip, d/dkernel (, d/dbias)
+        scale = float(tf.reduce_max(tf.abs(want)))
+        np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, atol=1e-5)
+
+
+def test_upsample_conv_explicit_switch_and_unknown_sizes(monkeypatch):
+    x_in, s_in = keras.Input((None, None, 4)), keras.Input((None, None, 2))
+    layer = UpsampleConv2D(3)
+    model = keras.Model([x_in, s_in], layer([x_in, s_in]))
+    assert model.output.shape == (None, None, None, 3)
+    rng = np.random.default_rng(1)
+    x, s = rng.normal(0, 1, (2, 6, 10, 4)).astype("float32"), rng.normal(0, 1, (2, 12, 20, 2)).astype("float32")
+    specs = [tf.TensorSpec((None, None, None, 4)), tf.TensorSpec((None, None, None, 2))]
+
+    def traced():  # a new trace reads KSEG_FUSED_UPSAMPLE; returns the op types and the function
+        fn = tf.function(lambda a, b: layer([a, b])).get_concrete_function(*specs)
+        return {op.type for op in fn.graph.get_operations()}, fn
+
+    fused_ops, fused = traced()
+    monkeypatch.setenv("KSEG_FUSED_UPSAMPLE", "0")
+    explicit_ops, explicit = traced()
+    assert "DepthToSpace" in fused_ops and "DepthToSpace" not in explicit_ops
+    np.testing.assert_allclose(np.asarray(explicit(x, s)), np.asarray(fused(x, s)), rtol=1e-5, atol=1e-5)
+    assert fused(x, s).shape == (2, 12, 20, 3)
+
+
+def test_upsample_conv_refuses_what_it_does_not_compute():
+    for kwargs in ({"kernel_size": 5}, {"strides": 2}, {"dilation_rate": 2}, {"padding": "valid"}):
+        with pytest.raises(ValueError, match="3x3, stride-1"):
+            UpsampleConv2D(4, **kwargs)
+
+
+def test_unet_decoder_is_the_explicit_graph_with_the_same_weights(tmp_path):
+    """kseg's U-Net (nearest upsampling) against a copy whose UpsampleConv2D layers are replaced by
+    UpSampling2D -> Concatenate -> Conv2D with the same weights: same scores, same gradients; the model
+    saves, loads and folds its batch norms like any other."""
+    from kseg import models
+    from kseg.models.layers import fold_batch_norm
+
+    model = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(None, None, 3), activation=None)
+    fused_layers = [layer for layer in model.layers if isinstance(layer, UpsampleConv2D)]
+    assert len(fused_layers) == 5
+    assert not [layer for layer in model.layers if isinstance(layer, (layers.UpSampling2D, layers.Concatenate))]
+
+    originals = {}
+
+    def clone(layer):
+        if isinstance(layer, UpsampleConv2D):
+            config = layer.get_config()
+            config.pop("padding", None)
+            new = layers.Conv2D(**config, padding="same")
+        else:
+            new = layer.__class__.from_config(layer.get_config())
+        originals[id(new)] = layer
+        return new
+
+    def call(layer, *args, **kwargs):
+        original = originals[id(layer)]
+        inputs = args[0]
+        if isinstance(original, UpsampleConv2D):
+            x, *skip = inputs
+            up = layers.UpSampling2D(2)(x)
+            inputs = layers.Concatenate()([up, *skip]) if skip else up
+        out = layer(inputs, *args[1:], **kwargs)
+        layer.set_weights(original.get_weights())
+        return out
+
+    explicit = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    assert explicit.count_params() == model.count_params()
+    x = tf.constant(np.random.default_rng(2).uniform(0, 255, (2, 64, 96, 3)).astype("float32"))
+    y = tf.one_hot(np.random.default_rng(3).integers(0, 3, (2, 64, 96)), 3)
+
+    def grads(m):  # inference-mode batch norm: batch statistics of a random net would amplify float rounding
+        with tf.GradientTape() as tape:
+            p = m(x, training=False)
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, p, from_logits=True))
+        return p, tape.gradient(loss, m.trainable_weights)
+
+    (p1, g1), (p2, g2) = grads(model), grads(explicit)  # logits (of an untrained net: large), relative to their size
+    scale = float(tf.reduce_max(tf.abs(p2)))
+    np.testing.assert_allclose(np.asarray(p1) / scale, np.asarray(p2) / scale, atol=1e-5)
+    for a, b in zip(g1, g2):
+        g_scale = float(tf.reduce_max(tf.abs(b))) or 1.0
+        np.testing.assert_allclose(np.asarray(a) / g_scale, np.asarray(b) / g_scale, atol=1e-4)
+
+    path = tmp_path / "unet.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)) / scale, np.asarray(model(x)) / scale, atol=1e-6)
+    folded = fold_batch_norm(model)
+    assert len(batch_norm_layers(folded)) < len(batch_norm_layers(model))
+    np.testing.assert_allclose(np.asarray(folded(x)) / scale, np.asarray(model(x)) / scale, atol=1e-5)

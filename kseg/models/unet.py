@@ -3,8 +3,12 @@
 The decoder follows segmentation_models' ``Unet``: at each level, upsample x2,
 concatenate the encoder's feature map at that stride (when there is one), then
 two 3x3 conv-BN-ReLU. With the ``resnet34`` backbone and the defaults it has
-exactly the layers and parameter count of ``sm.Unet("resnet34")``; with the
-``plain`` backbone it is the paper's network (plus batch normalisation).
+exactly the weights and parameter count of ``sm.Unet("resnet34")`` and computes
+the same function; with the ``plain`` backbone it is the paper's network (plus
+batch normalisation). With nearest upsampling (the default) the upsampling,
+the concatenation and the first convolution of each level are one
+:class:`~kseg.models.layers.UpsampleConv2D`, which computes them at the low
+resolution (fewer multiply-adds, no upsampled tensors kept for the gradient).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import keras
 from keras import layers
 
 from kseg.models import backbones as bb
-from kseg.models.layers import BilinearUpSampling2D, FusedBatchNormalization, conv_bn_relu, head
+from kseg.models.layers import BilinearUpSampling2D, FusedBatchNormalization, UpsampleConv2D, conv_bn_relu, head
 
 UPSAMPLING = ("nearest", "bilinear", "transpose")
 
@@ -60,11 +64,16 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
             x = layers.Activation("relu", name=f"{n}_transpose_relu")(x)
         elif upsampling == "bilinear":  # keras's bilinear UpSampling2D fails at a run-time size in a TF graph
             x = BilinearUpSampling2D(2, name=f"{n}_upsampling")(x)
+        if upsampling == "nearest":  # upsample + concatenate + 3x3 conv as one layer, at the low resolution
+            x = UpsampleConv2D(f, use_bias=not decoder_batchnorm, kernel_initializer="he_uniform",
+                               name=f"{n}a_conv")([x] if skip is None else [x, skip])
+            if decoder_batchnorm:
+                x = FusedBatchNormalization(name=f"{n}a_bn")(x)
+            x = layers.Activation("relu", name=f"{n}a_relu")(x)
         else:
-            x = layers.UpSampling2D(2, interpolation=upsampling, name=f"{n}_upsampling")(x)
-        if skip is not None:
-            x = layers.Concatenate(name=f"{n}_concat")([x, skip])
-        x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}a")
+            if skip is not None:
+                x = layers.Concatenate(name=f"{n}_concat")([x, skip])
+            x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}a")
         if upsampling != "transpose":
             x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}b")
     outputs = head(x, num_classes, activation)
