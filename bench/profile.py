@@ -39,8 +39,9 @@ OP_TYPE = re.compile(r"^_?[A-Z][A-Za-z0-9]*$")
 WRAPPERS = {"Process", "Run", "ExecutorState", "EagerExecute", "EagerLocalExecute"}
 
 
-def op_times(logdir: str) -> collections.Counter:
-    """Summed duration (ms) of op events per op type from the profiler's ``*.xplane.pb`` files."""
+def op_times(logdir: str, by_name: collections.Counter | None = None) -> collections.Counter:
+    """Summed duration (ms) of op events per op type from the profiler's ``*.xplane.pb`` files; ``by_name``,
+    when given, also gets the sums per op name (``op_name:OpType``, which names the layer)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     totals = collections.Counter()
@@ -58,6 +59,8 @@ def op_times(logdir: str) -> collections.Counter:
                     if ":" not in name or kind in WRAPPERS or not OP_TYPE.match(kind) or "Iterator" in name:
                         continue
                     totals[kind] += ev.duration_ps / 1e9
+                    if by_name is not None:
+                        by_name[name] += ev.duration_ps / 1e9
     return totals
 
 
@@ -67,6 +70,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--side", choices=("kseg", "peer"), default="kseg")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--top-names", type=int, default=0, help="also list the N slowest single ops by name (layer)")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
                    help="kseg's Keras dtype policy (the peer always runs float32)")
     args = p.parse_args(argv)
@@ -90,7 +94,8 @@ def main(argv=None):
         model.train_on_batch(x, y)
     wall = time.perf_counter() - t0
     tf.profiler.experimental.stop()
-    totals = op_times(logdir)
+    by_name = collections.Counter()
+    totals = op_times(logdir, by_name)
     total = sum(totals.values())
     gemm = sum(v for k, v in totals.items() if k in GEMM_OPS or "Conv2D" in k or "MatMul" in k)
     report = {
@@ -102,6 +107,9 @@ def main(argv=None):
         "top_ops": [{"op": k, "ms_per_step": round(v / args.steps, 1), "share": round(v / total, 3)}
                     for k, v in totals.most_common(args.top)],
     }
+    if args.top_names:
+        report["top_op_names"] = [{"op": k, "ms_per_step": round(v / args.steps, 1), "share": round(v / total, 3)}
+                                  for k, v in by_name.most_common(args.top_names)]
     print(json.dumps(report, indent=1))
 
 

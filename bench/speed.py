@@ -19,9 +19,18 @@ alternating, the same shapes, data and thread count):
 - achieved training FLOP/s (the model's convolution FLOPs counted once from
   its layers, a training step taken as 3x the forward pass) over this
   machine's float32 GEMM rate, measured in the same run.
-- with ``--keras-bn``, kseg's training once more with Keras's own (unfused)
-  batch norm (``KSEG_FUSED_BN=0``), alternating with the rest: the A/B of
-  kseg's fused batch norm.
+- with ``--ab NAME`` (repeatable), kseg's training once more with one of its
+  optimisations turned off, alternating with the rest: ``keras-bn`` (Keras's
+  unfused batch norm, ``KSEG_FUSED_BN=0``; ``--keras-bn`` is short for it),
+  ``explicit-upsample`` (U-Net's decoder as UpSampling2D -> Concatenate ->
+  Conv2D, ``KSEG_FUSED_UPSAMPLE=0``), ``eigen`` (TensorFlow's Eigen kernels
+  instead of oneDNN, ``TF_ENABLE_ONEDNN_OPTS=0``).
+
+TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI / BF16
+or AMX; ``import kseg`` turns it on everywhere on x86. So that the peer is
+measured at its fastest too, every peer row runs twice, with TensorFlow's
+default and with ``TF_ENABLE_ONEDNN_OPTS=1``, and the peer's figure is the
+best of both (both are in the JSON).
 
 The peer is a measurement peer, never a kseg dependency: the first run
 installs it into ``bench/.venv-sm`` (segmentation-models 1.0.1, the
@@ -52,6 +61,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / "bench" / ".venv-sm"
 PEER_PKGS = ["segmentation-models==1.0.1"]
 SIZE, BATCH, CLASSES = 224, 16, 3
+# kseg's optimisations, each with the environment that turns it off (--ab)
+AB = {"keras-bn": {"KSEG_FUSED_BN": "0"}, "explicit-upsample": {"KSEG_FUSED_UPSAMPLE": "0"},
+      "eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+PEER_ONEDNN = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+PEER_SETTINGS = {"peer": "tensorflow default kernels", "peer_onednn": "TF_ENABLE_ONEDNN_OPTS=1"}
 
 
 # --------------------------------------------------------------------------- worker side (kseg's or the peer's venv)
@@ -230,6 +244,7 @@ def worker_main(argv):
     a = p.parse_args(argv)
     if a.side == "kseg":
         sys.path.insert(0, str(ROOT))
+        import kseg  # noqa: F401  (before TensorFlow, as in kseg.train: its TF_ENABLE_ONEDNN_OPTS default applies)
     out = WORKERS[a.task](a)
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -263,6 +278,7 @@ def ensure_peer(log) -> Path:
 def _peer_env():
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", SM_FRAMEWORK="tf.keras")
     env.pop("PYTHONPATH", None)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's own default, unless a row sets it
     return env
 
 
@@ -319,11 +335,14 @@ def main(argv=None):
     p.add_argument("--no-labels", action="store_true", help="skip the label-loading bench")
     p.add_argument("--no-bf16", dest="bf16", action="store_false",
                    help="skip the rows of kseg under Keras's mixed_bfloat16 policy (not kseg's default)")
-    p.add_argument("--keras-bn", action="store_true",
-                   help="also time kseg's training with Keras's unfused batch norm (KSEG_FUSED_BN=0), alternating")
+    p.add_argument("--ab", action="append", default=[], choices=sorted(AB),
+                   help="also time kseg's training with this optimisation off, alternating (repeatable)")
+    p.add_argument("--keras-bn", action="store_true", help="short for --ab keras-bn")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"), help="also write the JSON here")
     args = p.parse_args(argv)
     quick = args.quick
+    if args.keras_bn and "keras-bn" not in args.ab:
+        args.ab.append("keras-bn")
     repeats = args.repeats or (1 if quick else 2)
     steps = args.steps or (4 if quick else 15)
     warmup = 2 if quick else 3
@@ -353,14 +372,17 @@ def main(argv=None):
     flops = run_worker(me, "flops", th, log)
 
     log(f"training: {repeats} alternating repeats, {steps} steps after {warmup} warm-up")
-    train = {"kseg": [], "peer": [], "kseg_pipeline": [], "kseg_bf16": [], "kseg_keras_bn": []}
+    train = {"kseg": [], "peer": [], "peer_onednn": [], "kseg_pipeline": [], "kseg_bf16": [],
+             **{f"kseg_{name}": [] for name in args.ab}}
     targs = [*th, "--steps", str(steps), "--warmup", str(warmup)]
     for _ in range(repeats):
         train["kseg"].append(run_worker(me, "train", [*targs, "--jit", args.jit], log))
         train["peer"].append(run_worker(peer_py, "train", [*targs, "--side", "peer"], log, peer=True))
-        if args.keras_bn:
-            train["kseg_keras_bn"].append(run_worker(me, "train", [*targs, "--jit", args.jit], log,
-                                                     env_extra={"KSEG_FUSED_BN": "0"}))
+        train["peer_onednn"].append(run_worker(peer_py, "train", [*targs, "--side", "peer"], log, peer=True,
+                                               env_extra=PEER_ONEDNN))
+        for name in args.ab:
+            train[f"kseg_{name}"].append(run_worker(me, "train", [*targs, "--jit", args.jit], log,
+                                                    env_extra=AB[name]))
         if args.bf16:
             train["kseg_bf16"].append(run_worker(me, "train", [*targs, "--precision", "mixed_bfloat16"], log))
     try:
@@ -379,10 +401,12 @@ def main(argv=None):
             run_worker(me, "export", [*th, "--path", str(tmp / "saved_model_bf16"), "--precision", "mixed_bfloat16"],
                        log)
         iargs = [*th, "--batches", "8,16,32", "--images", "32" if quick else "64"]
-        infer = {"kseg": [], "peer": [], "kseg_bf16": []}
+        infer = {"kseg": [], "peer": [], "peer_onednn": [], "kseg_bf16": []}
         for _ in range(repeats):
             infer["kseg"].append(run_worker(me, "infer", [*iargs, "--path", str(sm_dir)], log))
             infer["peer"].append(run_worker(peer_py, "infer", [*iargs, "--side", "peer"], log, peer=True))
+            infer["peer_onednn"].append(run_worker(peer_py, "infer", [*iargs, "--side", "peer"], log, peer=True,
+                                                   env_extra=PEER_ONEDNN))
             if args.bf16:
                 infer["kseg_bf16"].append(run_worker(me, "infer", [*iargs, "--path", str(tmp / "saved_model_bf16")],
                                                      log))
@@ -403,9 +427,13 @@ def main(argv=None):
     def best(rows, key="images_per_s"):
         return max(r[key] for r in rows) if rows else None
 
-    k_train, p_train = best(train["kseg"]), best(train["peer"])
-    k_rss, p_rss = max(r["peak_rss_mb"] for r in train["kseg"]), max(r["peak_rss_mb"] for r in train["peer"])
-    k_inf, p_inf = best(infer["kseg"]), best(infer["peer"])
+    # the peer at its fastest: the better of TensorFlow's default kernels and oneDNN, per figure
+    peer_train_setting = max(("peer", "peer_onednn"), key=lambda k: best(train[k]))
+    peer_infer_setting = max(("peer", "peer_onednn"), key=lambda k: best(infer[k]))
+    peer_train, peer_infer = train[peer_train_setting], infer[peer_infer_setting]
+    k_train, p_train = best(train["kseg"]), best(peer_train)
+    k_rss, p_rss = max(r["peak_rss_mb"] for r in train["kseg"]), max(r["peak_rss_mb"] for r in peer_train)
+    k_inf, p_inf = best(infer["kseg"]), best(peer_infer)
     gemm_gflops = max(g["gflops"] for g in gemm)
     train_gflop = 3 * flops["forward_gflop_per_image"]
 
@@ -414,22 +442,30 @@ def main(argv=None):
         return train_gflop * r["images_per_s"] / r["gemm_gflops"]
     pipe = best(train["kseg_pipeline"])
     summary = {
-        "train_images_per_s": {"kseg": k_train, "peer": p_train, "ratio": k_train / p_train, "target": 1.5},
+        "train_images_per_s": {"kseg": k_train, "peer": p_train, "ratio": k_train / p_train, "target": 1.5,
+                               "peer_setting": PEER_SETTINGS[peer_train_setting],
+                               "peer_by_setting": {PEER_SETTINGS[k]: best(train[k]) for k in PEER_SETTINGS}},
         "train_images_per_s_kseg_with_pipeline": pipe,
         "pipeline_over_synthetic": pipe / k_train if pipe else None,
-        "train_peak_rss_mb": {"kseg": k_rss, "peer": p_rss, "ratio": k_rss / p_rss, "target": "<= 1"},
+        "train_peak_rss_mb": {"kseg": k_rss, "peer": p_rss, "ratio": k_rss / p_rss, "target": "<= 1",
+                              "peer_setting": PEER_SETTINGS[peer_train_setting],
+                              "peer_by_setting": {PEER_SETTINGS[k]: max(r["peak_rss_mb"] for r in train[k])
+                                                  for k in PEER_SETTINGS}},
         "infer_images_per_s": {"kseg_savedmodel": k_inf, "peer_predict": p_inf, "ratio": k_inf / p_inf,
                                "kseg_best_batch": max(infer["kseg"], key=lambda r: r["images_per_s"])["best_batch"],
-                               "peer_best_batch": max(infer["peer"], key=lambda r: r["images_per_s"])["best_batch"],
-                               "target": 1.5},
+                               "peer_best_batch": max(peer_infer, key=lambda r: r["images_per_s"])["best_batch"],
+                               "target": 1.5, "peer_setting": PEER_SETTINGS[peer_infer_setting],
+                               "peer_by_setting": {PEER_SETTINGS[k]: best(infer[k]) for k in PEER_SETTINGS}},
         "train_flops": {"forward_gflop_per_image": flops["forward_gflop_per_image"],
                         "train_gflop_per_image": train_gflop, "gemm_gflops_best_in_run": gemm_gflops,
                         "kseg_gflops": train_gflop * k_train, "kseg_fraction_of_gemm": fraction(train["kseg"]),
-                        "peer_fraction_of_gemm": fraction(train["peer"]),
+                        "peer_fraction_of_gemm": fraction(peer_train),
                         "kseg_bf16_fraction_of_gemm": fraction(train["kseg_bf16"]) if train["kseg_bf16"] else None,
-                        "target": 0.5, "count": "2 x multiply-adds of every Conv2D, once; training = 3 x forward; "
-                                                "each fraction uses the float32 GEMM rate measured in the same "
-                                                "worker process, before and after its steps (best of the two)"},
+                        "target": 0.5, "count": "2 x multiply-adds of every Conv2D, once, as the peer's graph has "
+                                                "them (kseg's UpsampleConv2D does fewer: those count as the "
+                                                "explicit convolution); training = 3 x forward; each fraction "
+                                                "uses the float32 GEMM rate measured in the same worker process, "
+                                                "before and after its steps (best of the two)"},
     }
     if train["kseg_bf16"]:
         kb, ib = best(train["kseg_bf16"]), best(infer["kseg_bf16"])
@@ -439,11 +475,13 @@ def main(argv=None):
             "infer_images_per_s": ib, "infer_ratio_vs_peer": ib / p_inf,
             "note": "Keras mixed_bfloat16 policy; the peer stays float32 (its fastest setting in the issue); "
                     "accuracy not yet validated, TFLite cannot convert a bfloat16 SavedModel"}
-    if train["kseg_keras_bn"]:
-        kk = best(train["kseg_keras_bn"])
-        summary["kseg_fused_bn_vs_keras_bn"] = {
-            "train_images_per_s_fused": k_train, "train_images_per_s_keras_bn": kk, "ratio": k_train / kk,
-            "peak_rss_mb_fused": k_rss, "peak_rss_mb_keras_bn": max(r["peak_rss_mb"] for r in train["kseg_keras_bn"])}
+    if args.ab:
+        summary["kseg_optimisations_ab"] = {
+            name: {"off": AB[name], "train_images_per_s_on": k_train,
+                   "train_images_per_s_off": best(train[f"kseg_{name}"]),
+                   "ratio_on_over_off": k_train / best(train[f"kseg_{name}"]), "peak_rss_mb_on": k_rss,
+                   "peak_rss_mb_off": max(r["peak_rss_mb"] for r in train[f"kseg_{name}"])}
+            for name in args.ab}
     if labels:
         summary["label_loading_speedup_vs_np_loadtxt"] = {**labels["speedup_vs_tutorial"],
                                                           "target": {"cold": 10, "warm": 100}}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import kseg  # noqa: E402,F401  (before any test imports TensorFlow: tests run with kseg's TF settings, as users do)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
