@@ -19,7 +19,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _default_onednn() -> None:
     """TensorFlow's x86 wheels turn their oneDNN kernels on by default only on CPUs with AVX-512 VNNI / BF16 or
     AMX; on every other x86 CPU (AVX2 laptops, AMD) they fall back to Eigen's convolutions, which train kseg's
-    U-Net 1.2x slower (bench/speed.py). Turn oneDNN on unless the user chose (``TF_ENABLE_ONEDNN_OPTS=0`` keeps
+    U-Net 1.5x slower (bench/speed.py --ab eigen, an AVX2 CPU). Turn oneDNN on unless the user chose (``TF_ENABLE_ONEDNN_OPTS=0`` keeps
     it off); it only takes effect when kseg is imported before TensorFlow."""
     import platform
 

@@ -163,11 +163,15 @@ def test_built_models_on_keras_applications_use_the_fused_layer():
 
 # --------------------------------------------------------------------------- UpsampleConv2D
 
-def _explicit_upsample_conv(layer, x, skip):
-    """What UpsampleConv2D replaces: Keras's nearest UpSampling2D, Concatenate, then the same 3x3 Conv2D."""
+def _upsample_concat(x, skip=None):
+    """What UpsampleConv2D's convolution replaces the input of: Keras's nearest UpSampling2D, then Concatenate."""
     up = layers.UpSampling2D(2)(x)
-    cat = up if skip is None else layers.Concatenate()([up, skip])
-    y = tf.nn.conv2d(cat, layer.kernel, 1, "SAME")
+    return up if skip is None else layers.Concatenate()([up, skip])
+
+
+def _explicit_upsample_conv(layer, x, skip):
+    """UpsampleConv2D's function computed the explicit way: upsample, concatenate, the same 3x3 convolution."""
+    y = tf.nn.conv2d(_upsample_concat(x, skip), layer.kernel, 1, "SAME")
     return y + layer.bias if layer.use_bias else y
 
 
@@ -257,9 +261,7 @@ def test_unet_decoder_is_the_explicit_graph_with_the_same_weights(tmp_path):
         original = originals[id(layer)]
         inputs = args[0]
         if isinstance(original, UpsampleConv2D):
-            x, *skip = inputs
-            up = layers.UpSampling2D(2)(x)
-            inputs = layers.Concatenate()([up, *skip]) if skip else up
+            inputs = _upsample_concat(*inputs)
         out = layer(inputs, *args[1:], **kwargs)
         layer.set_weights(original.get_weights())
         return out

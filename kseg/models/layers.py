@@ -8,11 +8,12 @@ from keras import layers, ops
 
 def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, dilation_rate: int = 1,
                  use_batchnorm: bool = True, name: str | None = None,
-                 kernel_initializer: str = "he_uniform"):
-    """Conv (no bias when followed by BN) -> BN -> ReLU."""
+                 kernel_initializer: str = "he_uniform", conv=layers.Conv2D):
+    """Conv (no bias when followed by BN) -> BN -> ReLU. ``conv`` is the convolution's class (``Conv2D``, or
+    :class:`UpsampleConv2D` with ``x`` as ``[low_res, skip]``)."""
     n = (lambda s: f"{name}_{s}") if name else (lambda s: None)
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation_rate,
-                      use_bias=not use_batchnorm, kernel_initializer=kernel_initializer, name=n("conv"))(x)
+    x = conv(filters, kernel_size, strides=strides, padding="same", dilation_rate=dilation_rate,
+             use_bias=not use_batchnorm, kernel_initializer=kernel_initializer, name=n("conv"))(x)
     if use_batchnorm:
         x = FusedBatchNormalization(name=n("bn"))(x)
     return layers.Activation("relu", name=n("relu"))(x)

@@ -65,11 +65,8 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
         elif upsampling == "bilinear":  # keras's bilinear UpSampling2D fails at a run-time size in a TF graph
             x = BilinearUpSampling2D(2, name=f"{n}_upsampling")(x)
         if upsampling == "nearest":  # upsample + concatenate + 3x3 conv as one layer, at the low resolution
-            x = UpsampleConv2D(f, use_bias=not decoder_batchnorm, kernel_initializer="he_uniform",
-                               name=f"{n}a_conv")([x] if skip is None else [x, skip])
-            if decoder_batchnorm:
-                x = FusedBatchNormalization(name=f"{n}a_bn")(x)
-            x = layers.Activation("relu", name=f"{n}a_relu")(x)
+            x = conv_bn_relu([x] if skip is None else [x, skip], f, use_batchnorm=decoder_batchnorm,
+                             name=f"{n}a", conv=UpsampleConv2D)
         else:
             if skip is not None:
                 x = layers.Concatenate(name=f"{n}_concat")([x, skip])
