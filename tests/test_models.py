@@ -493,3 +493,19 @@ def test_fcn_fc6_fc7_start_from_vgg16s_classifier(tmp_path):
     np.testing.assert_array_equal(m.get_layer("fc7").get_weights()[0][0, 0], top.get_layer("fc2").get_weights()[0])
     with pytest.raises(KsegError, match="needs the vgg16 backbone"):
         models.build("fcn32s", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3), fc_weights=str(path))
+
+
+@pytest.mark.parametrize("strides,rate", [(1, 1), (1, 2), (2, 1)])
+def test_resnet_3x3_equals_zero_padding_then_valid_conv(strides, rate):
+    """kseg's resnet builds classification_models' ZeroPadding2D(rate) + 'valid' 3x3 convolution as one 'same'
+    convolution at stride 1 (no pad layer); at stride 2 it keeps the pad. Same weights, same outputs."""
+    inputs = keras.Input((10, 12, 4))
+    ours = keras.Model(inputs, bb._conv3x3(inputs, 5, strides, rate, "pad", "conv"))
+    x = keras.layers.ZeroPadding2D(rate)(inputs)
+    ref = keras.Model(inputs, keras.layers.Conv2D(5, 3, strides=strides, dilation_rate=rate, use_bias=False)(x))
+    ref.layers[-1].set_weights(ours.get_layer("conv").get_weights())
+    assert any(isinstance(layer, keras.layers.ZeroPadding2D) for layer in ours.layers) == (strides > 1)
+    x = np.random.default_rng(0).standard_normal((2, 10, 12, 4)).astype("float32")
+    want = ref.predict(x, verbose=0)
+    assert want.shape == (2, 10 // strides, 12 // strides, 5)
+    np.testing.assert_allclose(ours.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)

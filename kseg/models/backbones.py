@@ -159,13 +159,21 @@ def _residual_block(x, filters, stage, block, strides, cut, rate=1, first_rate=N
     act = layers.Activation("relu", name=name + "relu1")(y)
     shortcut = x if cut == "pre" else layers.Conv2D(filters, 1, strides=strides, name=name + "sc", **_CONV)(act)
     r1 = rate if first_rate is None else first_rate
-    y = layers.ZeroPadding2D(r1, name=name + "pad1")(act)
-    y = layers.Conv2D(filters, 3, strides=strides, dilation_rate=r1, name=name + "conv1", **_CONV)(y)
+    y = _conv3x3(act, filters, strides, r1, name + "pad1", name + "conv1")
     y = FusedBatchNormalization(name=name + "bn2", **_BN)(y)
     y = layers.Activation("relu", name=name + "relu2")(y)
-    y = layers.ZeroPadding2D(rate, name=name + "pad2")(y)
-    y = layers.Conv2D(filters, 3, dilation_rate=rate, name=name + "conv2", **_CONV)(y)
+    y = _conv3x3(y, filters, 1, rate, name + "pad2", name + "conv2")
     return layers.Add(name=name + "add")([y, shortcut]), act
+
+
+def _conv3x3(x, filters, strides, rate, pad_name, name):
+    """classification_models' ``ZeroPadding2D(rate)`` + 'valid' 3x3 convolution. At stride 1 that is a 'same'
+    convolution, which kseg builds instead: the same function and weights, without a pad op per layer and the
+    slice its gradient costs (an explicit pad stays at stride 2, where 'same' would pad 0 / 1 instead of 1 / 1)."""
+    if strides == 1:
+        return layers.Conv2D(filters, 3, dilation_rate=rate, name=name, **dict(_CONV, padding="same"))(x)
+    x = layers.ZeroPadding2D(rate, name=pad_name)(x)
+    return layers.Conv2D(filters, 3, strides=strides, dilation_rate=rate, name=name, **_CONV)(x)
 
 
 def _resnet(inputs, repetitions, weights, name, output_stride=32):

@@ -520,7 +520,10 @@ class UpsampleConv2D(layers.Conv2D):
     def _phases(self, x, kernel):
         # output pixel (2i + p, 2j + q) reads source rows (i - 1, i) when p = 0, (i, i + 1) when p = 1 (columns
         # likewise): a valid 2x2 convolution of x padded by one pixel on the side that phase reaches past
-        kernels = _phase_kernels(kernel)
+        # unstacked, not indexed: the gradient is one stack, not four zero-filled StridedSliceGrads of the kernel
+        # (30 ms a step at decoder stage 0). Padding inside tf.nn.conv2d (explicit paddings) measured slower
+        # than these pad ops with oneDNN, so they stay.
+        kernels = ops.unstack(_phase_kernels(kernel), 4, axis=0)
         phases = []
         for p in (0, 1):
             for q in (0, 1):
