@@ -6,6 +6,7 @@ Public names only; see the submodules for the details:
 - :mod:`kseg.models`   ``build(name, ...)``, ``unet(...)`` and backbones
 - :mod:`kseg.losses`   ignore-aware segmentation losses
 - :mod:`kseg.metrics`  confusion-matrix metrics
+- :mod:`kseg.optimizers` Keras's Adam / AdamW with TensorFlow's fused update kernel
 - :mod:`kseg.train`    the training command (``python -m kseg.train``)
 """
 

@@ -375,17 +375,18 @@ def run(args) -> dict:
 
 
 def make_optimizer(args, total_steps: int, warmup_steps: int = 0):
-    """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`)."""
+    """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`); Adam and
+    AdamW are :mod:`kseg.optimizers`' (Keras's, with TensorFlow's fused update kernel)."""
     import keras
 
-    from kseg import schedules
+    from kseg import optimizers, schedules
 
     lr = schedules.make(args.schedule, args.lr, total_steps, warmup_steps)
     if args.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=args.weight_decay)
+        return optimizers.AdamW(lr, weight_decay=args.weight_decay)
     if args.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None)
-    return keras.optimizers.Adam(lr)
+    return optimizers.Adam(lr)
 
 
 def set_bn_momentum(model, momentum: float) -> int:

@@ -1,0 +1,96 @@
+"""kseg.optimizers: Adam / AdamW with TensorFlow's fused kernel give Keras's updates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+from kseg import optimizers
+
+
+def _run(opt, steps=5, seed=0):
+    """Apply ``steps`` random gradients to three variables; their values and the optimizer's moments."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 3, 4, 5), (5,), (7, 2)]
+    vs = [keras.Variable(rng.standard_normal(s).astype("float32"), name=f"v{i}") for i, s in enumerate(shapes)]
+    grads = [[tf.constant(rng.standard_normal(s).astype("float32")) for s in shapes] for _ in range(steps)]
+    opt.build(vs)
+
+    @tf.function
+    def apply(gs):
+        opt.apply(gs, vs)
+
+    for gs in grads:
+        apply(gs)
+    moments = [np.asarray(m) for m in opt._momentums] + [np.asarray(v) for v in opt._velocities]
+    return [np.asarray(v) for v in vs], moments, apply
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: o.Adam(1e-2),
+    lambda o: o.Adam(keras.optimizers.schedules.ExponentialDecay(1e-2, 2, 0.5), beta_1=0.8, beta_2=0.95,
+                     epsilon=1e-4),
+    lambda o: o.AdamW(1e-2, weight_decay=0.1),
+])
+def test_fused_adam_equals_keras(make):
+    want_vars, want_moments, _ = _run(make(keras.optimizers))
+    got_vars, got_moments, apply = _run(make(optimizers))
+    for w, g in zip(want_vars + want_moments, got_vars + got_moments):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # the values moved: the comparison is not between two untouched copies
+    assert not np.allclose(got_vars[0], _run(make(optimizers), steps=0)[0][0])
+
+
+def _traced_op_types(opt):
+    v = keras.Variable(np.ones((4, 4), "float32"))
+    opt.build([v])
+    fn = tf.function(lambda g: opt.apply([g], [v]))
+    graph = fn.get_concrete_function(tf.TensorSpec((4, 4), tf.float32)).graph
+    types = set()
+
+    def walk(g):
+        for op in g.get_operations():
+            types.add(op.type)
+        for f in getattr(g, "_functions", {}).values():
+            if hasattr(f, "graph"):
+                walk(f.graph)
+
+    walk(graph)
+    if hasattr(graph, "as_graph_def"):
+        for fdef in graph.as_graph_def().library.function:
+            types.update(n.op for n in fdef.node_def)
+    return types
+
+
+def test_fused_kernel_is_what_runs(monkeypatch):
+    assert "ResourceApplyAdam" in _traced_op_types(optimizers.Adam(1e-3))
+    assert "ResourceApplyAdam" not in _traced_op_types(optimizers.Adam(1e-3, amsgrad=True))  # Keras's step
+    monkeypatch.setenv("KSEG_FUSED_ADAM", "0")
+    assert "ResourceApplyAdam" not in _traced_op_types(optimizers.Adam(1e-3))
+
+
+def test_amsgrad_falls_back_to_keras():
+    want, _, _ = _run(keras.optimizers.Adam(1e-2, amsgrad=True))
+    got, _, _ = _run(optimizers.Adam(1e-2, amsgrad=True))
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_saved_with_a_model_and_resumed(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizers.AdamW(1e-2, weight_decay=1e-3), loss="mse")
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is optimizers.AdamW
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    np.testing.assert_allclose(np.asarray(loaded.optimizer._momentums[0]), np.asarray(model.optimizer._momentums[0]))
+    loaded.fit(x, y, epochs=1, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
