@@ -77,6 +77,9 @@ def main(argv=None):
     if args.side == "peer":
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        import kseg  # noqa: F401  (before TensorFlow, as kseg.train: its TF_ENABLE_ONEDNN_OPTS default applies)
 
     import speed
     tf = speed._setup(args.threads)
