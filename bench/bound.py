@@ -117,6 +117,8 @@ def summarise(side: str, out: dict, peer: dict | None) -> dict:
         "train_conv_s_per_batch": fwd + bwd, "train_images_per_s_max": batch / (fwd + bwd),
         "forward_gflops": gf / fwd, "backward_gflops": 2 * gf / bwd,
         "gemm_gflops": out["gemm_gflops"],
+        "flop_count": "2 x multiply-adds of each Conv2D as an explicit convolution over its inputs (as the peer's "
+                      "graph has them: kseg's UpsampleConv2D does fewer, so its 'GFLOP/s' are effective rates)",
         "slowest_backward": sorted(({"layer": r["layer"], "backward_ms": round(r["backward_ms"], 1),
                                      "forward_ms": round(r["forward_ms"], 1),
                                      "backward_gflops": round(2 * r["gflop_forward"] / (r["backward_ms"] / 1e3), 1)}
