@@ -71,11 +71,11 @@ PEER_SETTINGS = {"peer": "tensorflow default kernels", "peer_onednn": "TF_ENABLE
 
 # --------------------------------------------------------------------------- worker side (kseg's or the peer's venv)
 
-def _setup(threads: int):
+def _setup(threads: int, inter_op: int | None = None):
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op or threads)
     return tf
 
 
@@ -128,7 +128,7 @@ def _gemm_gflops(tf, rounds: int = 3, n: int = 2048) -> float:
 
 
 def worker_train(a) -> dict:
-    tf = _setup(a.threads)
+    tf = _setup(a.threads, a.inter_op)
     gemm_before = _gemm_gflops(tf)  # this process's GEMM rate under the same load as its training steps
     keras = tf.keras if a.side == "peer" else __import__("keras")
     keras.utils.set_random_seed(0)
@@ -233,6 +233,7 @@ def worker_main(argv):
     p.add_argument("task", choices=WORKERS)
     p.add_argument("--side", default="kseg", choices=("kseg", "peer"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--inter-op", type=int, default=None, help="inter-op threads of the training worker (default --threads)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jit", default="off", choices=("on", "off", "auto"))
