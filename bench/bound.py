@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,8 +47,7 @@ def worker(side: str, threads: int, reps: int) -> dict:
     import speed
 
     if side == "kseg":
-        sys.path.insert(0, str(HERE.parent))
-        import kseg  # noqa: F401  (its TF_ENABLE_ONEDNN_OPTS default applies, as in kseg.train)
+        speed.import_kseg_first()
     tf = speed._setup(threads)
     import numpy as np
 
@@ -105,11 +103,12 @@ def worker(side: str, threads: int, reps: int) -> dict:
 
 
 def summarise(side: str, out: dict, peer: dict | None) -> dict:
+    from speed import BATCH as batch
+
     rows = out["rows"]
     fwd = sum(r["forward_ms"] for r in rows) / 1e3
     bwd = sum(r["backward_ms"] for r in rows) / 1e3
     gf = sum(r["gflop_forward"] for r in rows)
-    batch = 16
     res = {
         "convolution_layers": len(rows),
         "forward_gflop_per_image": gf / batch,
@@ -158,18 +157,13 @@ def main(argv=None):
     result = {}
     for side in (("kseg", "peer") if a.side == "both" else (a.side,)):
         python = speed.ensure_peer(lambda m: print(m, file=sys.stderr)) if side == "peer" else sys.executable
-        env = speed._peer_env() if side == "peer" else dict(os.environ)
-        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
-        if side == "peer":
-            env.update(speed.PEER_ONEDNN)  # the peer's faster kernel setting on CPUs where TF leaves oneDNN off
-        proc = subprocess.run([str(python), __file__, "--worker", side, "--threads", str(a.threads),
-                               "--reps", str(a.reps)], capture_output=True, text=True, env=env)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            print(f"bound: the {side} worker failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}",
-                  file=sys.stderr)
+        try:  # the peer with oneDNN: its faster kernel setting on CPUs where TensorFlow leaves it off
+            out = speed.run_worker(python, side, ["--threads", str(a.threads), "--reps", str(a.reps)],
+                                   log=lambda m: None, peer=side == "peer",
+                                   env_extra=speed.PEER_ONEDNN if side == "peer" else None, script=__file__)
+        except RuntimeError as err:
+            print(f"bound: {str(err).strip().splitlines()[0]} {str(err).strip().splitlines()[-1]}", file=sys.stderr)
             return 1
-        out = json.loads(lines[-1][len("RESULT "):])
         result[side] = summarise(side, out, peer_fig)
         if a.rows:
             result[side]["rows"] = out["rows"]

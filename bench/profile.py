@@ -77,11 +77,10 @@ def main(argv=None):
     if args.side == "peer":
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-    else:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        import kseg  # noqa: F401  (before TensorFlow, as kseg.train: its TF_ENABLE_ONEDNN_OPTS default applies)
 
     import speed
+    if args.side == "kseg":
+        speed.import_kseg_first()
     tf = speed._setup(args.threads)
     keras = tf.keras if args.side == "peer" else __import__("keras")
     keras.utils.set_random_seed(0)

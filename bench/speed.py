@@ -71,6 +71,13 @@ PEER_SETTINGS = {"peer": "tensorflow default kernels", "peer_onednn": "TF_ENABLE
 
 # --------------------------------------------------------------------------- worker side (kseg's or the peer's venv)
 
+def import_kseg_first() -> None:
+    """Import kseg from this checkout before TensorFlow, as kseg.train does: its TF_ENABLE_ONEDNN_OPTS default
+    then applies to the worker."""
+    sys.path.insert(0, str(ROOT))
+    import kseg  # noqa: F401
+
+
 def _setup(threads: int, inter_op: int | None = None):
     import tensorflow as tf
 
@@ -233,7 +240,8 @@ def worker_main(argv):
     p.add_argument("task", choices=WORKERS)
     p.add_argument("--side", default="kseg", choices=("kseg", "peer"))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--inter-op", type=int, default=None, help="inter-op threads of the training worker (default --threads)")
+    p.add_argument("--inter-op", type=int, default=None,
+                   help="inter-op threads of the training worker (default --threads)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jit", default="off", choices=("on", "off", "auto"))
@@ -245,8 +253,7 @@ def worker_main(argv):
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args(argv)
     if a.side == "kseg":
-        sys.path.insert(0, str(ROOT))
-        import kseg  # noqa: F401  (before TensorFlow, as in kseg.train: its TF_ENABLE_ONEDNN_OPTS default applies)
+        import_kseg_first()
     out = WORKERS[a.task](a)
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -288,10 +295,11 @@ def _quiet_env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
 
 
-def run_worker(python, task, args, log, peer=False, env_extra=None) -> dict:
+def run_worker(python, task, args, log, peer=False, env_extra=None, script=__file__) -> dict:
+    """``script --worker task args`` in a fresh process (the peer's environment with ``peer``); its RESULT JSON."""
     env = _peer_env() if peer else dict(os.environ)
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="", **(env_extra or {}))
-    cmd = [str(python), str(Path(__file__).resolve()), "--worker", task, *args]
+    cmd = [str(python), str(Path(script).resolve()), "--worker", task, *args]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

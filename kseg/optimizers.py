@@ -36,7 +36,8 @@ class _FusedAdamStep:
         import tensorflow as tf
 
         return (_fused_enabled() and not self.amsgrad and not isinstance(gradient, tf.IndexedSlices)
-                and not tf.distribute.has_strategy() and keras.backend.standardize_dtype(variable.dtype) in _FUSED_DTYPES
+                and not tf.distribute.has_strategy()
+                and keras.backend.standardize_dtype(variable.dtype) in _FUSED_DTYPES
                 and hasattr(_tf_variable(variable), "handle"))
 
     def update_step(self, gradient, variable, learning_rate):
