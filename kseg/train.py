@@ -66,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--freeze-epochs", type=int, default=0,
                    help="train with the encoder frozen (BatchNorm in inference mode) for this many epochs, "
                         "then unfreeze it")
+    p.add_argument("--freeze-encoder-bn", action="store_true",
+                   help="keep the encoder's BatchNorm layers in inference mode (ImageNet statistics, scale and "
+                        "offset fixed) while the rest of the encoder trains: DeepLab's fine_tune_batch_norm=False, "
+                        "advised for small batches (< 12) on a pretrained encoder")
     p.add_argument("--bn-momentum", type=float, default=None,
                    help="momentum of every BatchNorm's moving statistics (Keras builds 0.99, keras.applications "
                         "MobileNetV2 0.999; 0.9 = PyTorch's 0.1 adapts within tens of steps, so short runs "
@@ -137,6 +141,9 @@ def validate(args):
         raise KsegError(f"bad --bn-momentum {args.bn_momentum}: give a number in [0, 1), e.g. 0.9")
     if args.freeze_epochs < 0:
         raise KsegError(f"bad --freeze-epochs {args.freeze_epochs}: give 0 or a positive integer")
+    if args.freeze_encoder_bn and str(args.encoder_weights).lower() in ("none", ""):
+        print("kseg: warning: --freeze-encoder-bn without pretrained encoder weights keeps the encoder's "
+              "BatchNorm layers at their initial statistics (no normalisation)", file=sys.stderr)
     if not (args.warmup >= 0 and math.isfinite(args.warmup)):
         raise KsegError(f"bad --warmup {args.warmup}: give 0 or a positive number of epochs")
     if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
@@ -259,9 +266,12 @@ def run(args) -> dict:
     with distribute.scope(strategy):  # model, optimizer and metrics live on every replica
         model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
                              input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
-                             encoder_freeze=args.encoder_freeze or args.freeze_epochs > 0)
+                             encoder_freeze=args.encoder_freeze or args.freeze_epochs > 0 or args.freeze_encoder_bn)
         # what --freeze-epochs thaws later: the encoder's layers, frozen by build
         thaw = [] if args.encoder_freeze else [la for la in model.layers if not la.trainable]
+        if thaw and args.freeze_epochs == 0:  # --freeze-encoder-bn alone: the encoder trains from the start
+            thaw_encoder(thaw, keep_bn_frozen=True)
+            thaw = []
         if args.bn_momentum is not None:
             set_bn_momentum(model, args.bn_momentum)
         distribute.sync_batch_norm(model, strategy)
@@ -279,8 +289,7 @@ def run(args) -> dict:
         model.compile(optimizer=optimizer, loss=distribute.replica_loss(loss, strategy),
                       metrics=metrics, jit_compile=jit)
         if thaw:  # the optimizer holds state for the encoder's variables from the start (resume, unfreezing)
-            for la in thaw:
-                la.trainable = True
+            thaw_encoder(thaw, keep_bn_frozen=args.freeze_encoder_bn)
             model.optimizer.build(model.trainable_variables)
             for la in thaw:
                 la.trainable = False
@@ -303,7 +312,7 @@ def run(args) -> dict:
     callbacks = [recorder, CurvesCallback(history_csv, out / "curves.png"),
                  ResumeState(backup, config, recorder)]
     if thaw:
-        callbacks.insert(0, Unfreeze(thaw, args.freeze_epochs))
+        callbacks.insert(0, Unfreeze(thaw, args.freeze_epochs, keep_bn_frozen=args.freeze_encoder_bn))
     fit_val = val_ds
     if distribute.multi_worker(strategy) and val_ds is not None:  # each worker validates on the whole set
         callbacks.insert(0, distribute.local_validation(val_ds, loss, metrics))
@@ -432,17 +441,37 @@ def class_weights(spec, labels, num_classes: int):
     return [float(v) for v in w]
 
 
-class Unfreeze:
-    """At the start of epoch ``at`` make ``layers`` trainable again and rebuild the train step."""
+def thaw_encoder(layers_, keep_bn_frozen: bool = False) -> None:
+    """Make ``layers_`` (and the layers nested in them) trainable; with ``keep_bn_frozen`` their
+    BatchNormalization layers stay non-trainable, so they keep running in inference mode."""
+    from kseg.models.layers import batch_norm_layers
 
-    def __new__(cls, layers_, at: int):
+    for la in layers_:
+        la.trainable = True
+    if keep_bn_frozen:
+        for la in layers_:
+            for bn in batch_norm_layers(la):
+                bn.trainable = False
+
+
+class Unfreeze:
+    """At the start of epoch ``at`` make ``layers`` trainable again (see :func:`thaw_encoder`) and rebuild
+    the train step."""
+
+    def __new__(cls, layers_, at: int, keep_bn_frozen: bool = False):
         import keras
+
+        from kseg.models.layers import batch_norm_layers
+
+        bns = {id(bn) for la in layers_ for bn in batch_norm_layers(la)} if keep_bn_frozen else set()
+
+        def thawed(la):
+            return la.trainable or id(la) in bns
 
         class _Unfreeze(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
-                if epoch >= at and not all(la.trainable for la in layers_):
-                    for la in layers_:
-                        la.trainable = True
+                if epoch >= at and not all(thawed(la) for la in layers_):
+                    thaw_encoder(layers_, keep_bn_frozen)
                     self.model.make_train_function(force=True)
                     print(f"\nkseg: epoch {epoch + 1}: the encoder is unfrozen", flush=True)
 

@@ -240,6 +240,75 @@ def test_freeze_epochs_keep_the_encoder_fixed_then_train_it():
     assert sum(not np.array_equal(a, w.numpy()) for a, w in zip(before, enc)) > len(enc) // 2
 
 
+@pytest.mark.parametrize("model_name,backbone", [("unet", "resnet18"), ("deeplabv3plus", "mobilenetv2")])
+def test_freeze_encoder_bn_trains_the_encoder_but_not_its_batch_norm(model_name, backbone):
+    """Unfreezing with keep_bn_frozen: encoder convolutions train, encoder BatchNorm (statistics, scale,
+    offset) stays as built, decoder BatchNorm still learns. resnet18's encoder is inline, mobilenetv2's nested."""
+    import keras
+
+    from kseg import models
+    from kseg.models.layers import batch_norm_layers
+    from kseg.train import Unfreeze, thaw_encoder
+
+    keras.utils.set_random_seed(0)
+    model = models.build(model_name, backbone=backbone, num_classes=3, input_shape=(64, 64, 3), encoder_freeze=True)
+    thaw = [la for la in model.layers if not la.trainable]
+    enc_bn = {id(b) for la in thaw for b in batch_norm_layers(la)}
+    dec_bn = [b for b in batch_norm_layers(model) if id(b) not in enc_bn]
+    assert enc_bn and dec_bn
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    thaw_encoder(thaw, keep_bn_frozen=True)
+    model.optimizer.build(model.trainable_variables)
+    for la in thaw:
+        la.trainable = False
+    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.random.default_rng(1).integers(0, 3, (4, 64, 64)), 3)
+    enc = {w.path: w for la in thaw for w in la.weights}
+    bn_paths = {w.path for la in thaw for b in batch_norm_layers(la) for w in b.weights}
+    before = {p: w.numpy().copy() for p, w in enc.items()}
+    dec_before = [w.numpy().copy() for b in dec_bn for w in b.non_trainable_weights]
+    cb = Unfreeze(thaw, at=1, keep_bn_frozen=True)
+    model.fit(x, y, epochs=1, batch_size=2, verbose=0, callbacks=[cb])
+    assert all(np.array_equal(before[p], w.numpy()) for p, w in enc.items())
+    model.fit(x, y, initial_epoch=1, epochs=2, batch_size=2, verbose=0, callbacks=[cb])
+    changed = {p for p, w in enc.items() if not np.array_equal(before[p], w.numpy())}
+    assert not changed & bn_paths  # encoder BatchNorm: not one value moved
+    kernels = {p for p in enc if p.endswith("kernel")}
+    assert len(changed & kernels) > len(kernels) // 2  # the rest of the encoder trained
+    assert any(not np.array_equal(a, w.numpy())
+               for a, w in zip(dec_before, [w for b in dec_bn for w in b.non_trainable_weights]))
+    assert all(la.trainable for la in thaw if id(la) not in enc_bn)
+    assert not any(b.trainable for la in thaw for b in batch_norm_layers(la))
+
+
+def test_freeze_encoder_bn_from_the_command_line(tiny_iccv09, tmp_path, capsys):
+    """--freeze-encoder-bn without --freeze-epochs: the encoder trains from the start, its BatchNorm keeps
+    the statistics it was built with (0 and 1 here, no pretrained weights, which the run warns about)."""
+    import keras
+
+    from kseg.export import load_model
+    from kseg.models.layers import batch_norm_layers
+    from kseg.train import main
+
+    out = tmp_path / "run"
+    assert main(["--data", str(tiny_iccv09), "--mask", "surfaces", "--model", "unet", "--backbone", "resnet18",
+                 "--size", "64", "--epochs", "1", "--batch-size", "2", "--freeze-encoder-bn", "--no-export",
+                 "--out", str(out), "--verbose", "0"]) == 0
+    assert "--freeze-encoder-bn without pretrained encoder weights" in capsys.readouterr().err
+    model = load_model(out / "best.keras")
+    built = keras.models.clone_model(model)  # same graph, fresh variables: the statistics as built
+    bns = batch_norm_layers(model)
+    enc = [b for b in bns if not b.trainable]
+    assert enc and len(enc) < len(bns)
+    for b in enc:
+        ref = built.get_layer(b.name)
+        assert all(np.array_equal(w.numpy(), r.numpy()) for w, r in zip(b.weights, ref.weights)), b.name
+    trained = [b for b in bns if b.trainable]
+    assert any(not np.allclose(b.moving_mean.numpy(), 0) for b in trained)
+    enc_convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D) and la.trainable]
+    assert enc_convs
+
+
 def test_bn_momentum_reaches_nested_encoders():
     import keras
 
