@@ -285,7 +285,8 @@ def run(args) -> dict:
         jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
         metrics = [kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)]
         steps = info["steps_per_epoch"]
-        optimizer = make_optimizer(args, total_steps=args.epochs * steps, warmup_steps=round(args.warmup * steps))
+        optimizer = make_optimizer(args, total_steps=args.epochs * steps, warmup_steps=round(args.warmup * steps),
+                                   late_variables=bool(thaw))
         model.compile(optimizer=optimizer, loss=distribute.replica_loss(loss, strategy),
                       metrics=metrics, jit_compile=jit)
         if thaw:  # the optimizer holds state for the encoder's variables from the start (resume, unfreezing)
@@ -383,19 +384,21 @@ def run(args) -> dict:
     return report
 
 
-def make_optimizer(args, total_steps: int, warmup_steps: int = 0):
+def make_optimizer(args, total_steps: int, warmup_steps: int = 0, late_variables: bool = False):
     """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`); Adam and
-    AdamW are :mod:`kseg.optimizers`' (Keras's, with TensorFlow's fused update kernel)."""
+    AdamW are :mod:`kseg.optimizers`' (Keras's, with TensorFlow's fused update kernel). With
+    ``late_variables`` (an encoder that ``--freeze-epochs`` unfreezes later) they count Adam's steps per
+    variable, so the encoder's first updates have Adam's usual size."""
     import keras
 
     from kseg import optimizers, schedules
 
     lr = schedules.make(args.schedule, args.lr, total_steps, warmup_steps)
     if args.optimizer == "adamw":
-        return optimizers.AdamW(lr, weight_decay=args.weight_decay)
+        return optimizers.AdamW(lr, weight_decay=args.weight_decay, per_variable_steps=late_variables)
     if args.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None)
-    return optimizers.Adam(lr)
+    return optimizers.Adam(lr, per_variable_steps=late_variables)
 
 
 def set_bn_momentum(model, momentum: float) -> int:

@@ -365,6 +365,11 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
                  "--class-weights", "median", "--freeze-epochs", "1", "--bn-momentum", "0.9",
                  "--eval-scales", "0.5,1", "--eval-flip", "--no-export", "--out", str(out), "--verbose", "0"])
     assert code == 0
+    import keras
+
+    import kseg.optimizers  # noqa: F401  (registers the optimizer for loading)
+
+    assert keras.saving.load_model(out / "best.keras").optimizer.per_variable_steps  # the encoder starts late
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fold"] == fold
     native = metrics["native"]

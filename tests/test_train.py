@@ -103,13 +103,17 @@ def test_saved_model_gives_the_keras_models_predictions(trained):
     assert (probs.numpy().argmax(-1) != expected.argmax(-1)).mean() < 1e-3
 
 
-def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path):
-    """A run stopped after epoch 1 of 2 resumes at epoch 2 when the same command runs again."""
+@pytest.mark.parametrize("extra", [[], ["--freeze-epochs", "1", "--optimizer", "adamw"]])
+def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path, extra):
+    """A run stopped after epoch 1 of 2 resumes at epoch 2 when the same command runs again, with the
+    optimizer's whole state (with --freeze-epochs: its per-variable steps too)."""
+    import warnings
+
     import keras
 
     out = tmp_path / "out"
     args = ["--data", str(tiny_iccv09), "--size", "32", "--epochs", "2", "--batch-size", "3",
-            "--backbone", "resnet18", "--out", str(out), "--no-export", "--verbose", "0"]
+            "--backbone", "resnet18", "--out", str(out), "--no-export", "--verbose", "0", *extra]
 
     class Stop(Exception):
         pass
@@ -132,7 +136,10 @@ def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path):
     finally:
         keras.Model.fit = original_fit
     assert (out / ".backup").exists()
-    train.main(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train.main(args)
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
     with open(out / "history.csv") as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs == [0, 1]
