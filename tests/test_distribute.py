@@ -90,6 +90,50 @@ def test_mirrored_on_two_cpus_equals_one_device(tiny_iccv09, tmp_path):
         assert mirrored["eval"][key] == pytest.approx(one["eval"][key], abs=1e-5), key
 
 
+# A late-starting variable (first Dense frozen for 3 epochs of 2 steps) under kseg's per-variable Adam steps,
+# on one device and under MirroredStrategy. Prints one JSON line.
+PER_VARIABLE_STEPS_MIRRORED = r"""
+import json
+from kseg import distribute
+devices = distribute.logical_cpus(2)
+import keras
+import numpy as np
+from kseg import optimizers
+
+def run(strategy):
+    keras.utils.set_random_seed(0)
+    with distribute.scope(strategy):
+        inp = keras.Input((4,))
+        first, second = keras.layers.Dense(3), keras.layers.Dense(2)
+        model = keras.Model(inp, second(first(inp)))
+        model.compile(optimizers.Adam(1e-2, per_variable_steps=True), loss="mse")
+        model.optimizer.build(model.trainable_variables)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.zeros((8, 2), "float32")
+    first.trainable = False
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0)
+    first.trainable = True
+    model.make_train_function(force=True)
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    return model.get_weights(), [int(np.asarray(v.numpy())) for v in model.optimizer._first_steps]
+
+w_one, steps_one = run(None)
+w_mirrored, steps_mirrored = run(distribute.get_strategy("mirrored", devices=devices))
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(w_one, w_mirrored))
+print("RESULT " + json.dumps({"one": steps_one, "mirrored": steps_mirrored, "weight_diff": diff}))
+"""
+
+
+def test_per_variable_adam_steps_under_mirrored_strategy(tmp_path):
+    res = subprocess.run([sys.executable, "-c", PER_VARIABLE_STEPS_MIRRORED], cwd=REPO, env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+    # the first Dense's kernel and bias started at step 7 (after 3 epochs of 2 steps), the second's at 1
+    assert out["one"] == out["mirrored"] == [7, 7, 1, 1]
+    assert out["weight_diff"] < 1e-5
+
+
 def _free_ports(n):
     socks = []
     try:
