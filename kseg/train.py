@@ -447,10 +447,9 @@ def class_weights(spec, labels, num_classes: int):
 def thaw_encoder(layers_, keep_bn_frozen: bool = False) -> None:
     """Make ``layers_`` (and the layers nested in them) trainable; with ``keep_bn_frozen`` their
     BatchNormalization layers stay non-trainable, so they keep running in inference mode."""
-    from kseg.models.layers import batch_norm_layers
+    from kseg.models.layers import batch_norm_layers, freeze
 
-    for la in layers_:
-        la.trainable = True
+    freeze(layers_, trainable=True)
     if keep_bn_frozen:
         for la in layers_:
             for bn in batch_norm_layers(la):
