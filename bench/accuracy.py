@@ -2,16 +2,17 @@
 
     python bench/accuracy.py --recipe regions-mobilenetv2 [--fold 0] [--data PATH] [-- extra kseg.train options]
     python bench/accuracy.py --recipe regions-mobilenetv2 --folds 0,1,2,3,4      # mean and std over folds
-    python bench/accuracy.py --recipe regions-mobilenetv2 --existing runs/DIR     # score a finished run again
+    python bench/accuracy.py --existing runs/DIR     # report a finished run (its recipe is read from it)
 
 Each fold runs ``python -m kseg.train --recipe R --fold K --out bench/results/accuracy/R-foldK``
 (a killed run resumes where it stopped when started again), then the script
 reads that run's ``metrics.json`` and prints one JSON object: validation pixel
 accuracy, mean class accuracy and mIoU (at the training size, and at native
 resolution with the recipe's test-time scales and flips, the protocol of the
-Stanford Background papers), the wall time, the command and the machine. With
+Stanford Background papers), the wall time, the options the run resolved (recipe and command line
+together, as metrics.json records them), the command and the machine. With
 several folds it adds their mean and standard deviation. The result is also
-written to ``bench/results/accuracy-<recipe>.json``.
+written to ``bench/results/accuracy-<recipe>.json`` (``--results`` to change the folder).
 
 The ImageNet encoder weights come from ``$KERAS_HOME/models`` as Keras
 expects; with no internet, the script points ``KERAS_HOME`` at a temporary
@@ -65,7 +66,7 @@ def score(run_dir: Path) -> dict:
     row = {"run": str(run_dir), "fold": m.get("fold"), "recipe": m.get("recipe"), "mask": m.get("mask"),
            "model": m.get("model"), "backbone": m.get("backbone"), "epochs": m.get("epochs"),
            "size": m.get("size"), "train_images": m.get("train_images"), "val_images": m.get("val_images"),
-           "train_seconds": m.get("seconds"),
+           "train_seconds": m.get("seconds"), "options": m.get("options"),
            "at_training_size": {**{k: round(m[k], 4) for k in KEYS},
                                 "per_class_iou": {c: round(v, 4) for c, v in m["iou"].items()}}}
     if m.get("native"):
@@ -83,17 +84,23 @@ def main(argv=None):
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", required=True)
+    p.add_argument("--recipe", default=None, help="a kseg.train recipe (with --existing: the run's own)")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", default=None, help="several folds, e.g. 0,1,2,3,4")
     p.add_argument("--data", default=None, help="iccv09Data folder or archive (default: kseg's search)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "accuracy"))
+    p.add_argument("--results", default=str(REPO / "bench" / "results"), help="where the JSON is also written")
     p.add_argument("--existing", default=None, help="score this finished run folder instead of training")
     args = p.parse_args(argv)
 
     runs = []
     if args.existing:
+        if not (Path(args.existing) / "metrics.json").is_file():
+            sys.exit(f"bench: {Path(args.existing) / 'metrics.json'}: not found; give the folder of a finished run")
         runs.append({**score(Path(args.existing)), "trained_by": "an earlier run (--existing)"})
+        args.recipe = args.recipe or runs[0]["recipe"] or "custom"
+    elif args.recipe is None:
+        p.error("give --recipe (or --existing RUN_DIR)")
     else:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else [args.fold]
         env = _keras_home(dict(os.environ))
@@ -116,7 +123,7 @@ def main(argv=None):
                 report[f"{where}_std"] = {k: round(statistics.stdev(r[where][k] for r in runs), 4) for k in KEYS}
     text = json.dumps(report, indent=1)
     print(text)
-    results = REPO / "bench" / "results"
+    results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"accuracy-{args.recipe}.json").write_text(text + "\n")
 

@@ -12,7 +12,8 @@ The output folder (``--out``, default ``runs/<mask>-<model>-<backbone>``) gets:
 - ``history.csv``       one row per epoch (as Keras CSVLogger writes it)
 - ``curves.png``        learning curves
 - ``predictions.png``   input / truth / prediction for a few validation images
-- ``metrics.json``      validation pixel accuracy, mIoU and per-class IoU of best.keras
+- ``metrics.json``      validation pixel accuracy, mIoU and per-class IoU of best.keras, and the
+                        run's resolved options ("options")
 - ``saved_model/``      a SavedModel whose serving function takes uint8 RGB images of any size,
                         with ``model.tflite`` inside (see kseg.export)
 
@@ -357,7 +358,7 @@ def run(args) -> dict:
     extra = {"mask": ds.mask, "model": args.model, "backbone": args.backbone, "epochs": args.epochs,
              "size": list(args.size), "train_images": len(info["train_idx"]), "val_images": len(info["val_idx"]),
              "skipped_images": skipped, "fold": args.fold, "recipe": args.recipe,
-             "seconds": round(time.time() - t0, 1)}
+             "seconds": round(time.time() - t0, 1), "options": run_options(args)}
     if args.eval_scales is not None or args.eval_flip:
         from kseg.evaluate import evaluate_native
 
@@ -382,6 +383,14 @@ def run(args) -> dict:
     np.random.seed(None)
     distribute.barrier(strategy)  # the other workers wait for these outputs
     return report
+
+
+def run_options(args) -> dict:
+    """Every option of the run as it was resolved (recipe defaults, then the command line), JSON-ready: what
+    metrics.json records so that a score says how it was trained."""
+    plain = (str, int, float, bool, type(None))
+    return {k: (v if isinstance(v, plain) else list(v) if isinstance(v, (list, tuple))
+                and all(isinstance(x, plain) for x in v) else str(v)) for k, v in sorted(vars(args).items())}
 
 
 def make_optimizer(args, total_steps: int, warmup_steps: int = 0, late_variables: bool = False):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_model
+from conftest import REPO, tiny_model
 
 from kseg.data import augment, fold_indices, iccv09_folds, load_iccv09, split_datasets
 from kseg.errors import KsegError
@@ -372,6 +374,17 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
     assert keras.saving.load_model(out / "best.keras").optimizer.per_variable_steps  # the encoder starts late
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fold"] == fold
+    # the options it ran with are recorded, and the accuracy bench reports them without --recipe
+    assert metrics["options"]["class_weights"] == "median" and metrics["options"]["freeze_epochs"] == 1
+    assert metrics["options"]["size"] == [64, 96] and metrics["options"]["eval_scales"] == [0.5, 1.0]
+    bench = subprocess.run([sys.executable, str(REPO / "bench" / "accuracy.py"), "--existing", str(out),
+                            "--results", str(tmp_path / "results")],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    row = json.loads(bench.stdout)["runs"][0]
+    assert row["options"] == metrics["options"] and row["fold"] == fold
+    assert row["native"]["miou"] == round(metrics["native"]["miou"], 4)
+    assert json.loads((tmp_path / "results" / "accuracy-custom.json").read_text()) == json.loads(bench.stdout)
     native = metrics["native"]
     assert native["scales"] == [0.5, 1.0] and native["flip"] is True
     val_ids = set(ds.ids) & set(iccv09_folds()[fold])
