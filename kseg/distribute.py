@@ -346,7 +346,7 @@ def multi_worker(strategy) -> bool:
     return bool(strategy.extended._in_multi_worker_mode())
 
 
-def local_validation(val_ds, loss, metrics):
+def local_validation(val_ds, loss, metrics, ema=None):
     """A callback that validates on this worker alone and puts ``val_*`` into the epoch's logs.
 
     Across workers, Keras splits each validation batch between the workers, and
@@ -358,10 +358,13 @@ def local_validation(val_ds, loss, metrics):
     the batch-size-weighted mean of ``loss`` over the batches, as Keras computes
     it on one device, and each of ``metrics`` (copied from its config) is
     accumulated over the whole set. Put the callback first, before those that read
-    the logs, and give ``fit`` no ``validation_data``.
+    the logs, and give ``fit`` no ``validation_data``. ``ema``: the fit's
+    ``keras.callbacks.SwapEMAWeights``, if any; validation then uses the averaged weights, as Keras's does.
     """
     import keras
     import numpy as np
+
+    from kseg.optimizers import averaged_weights
 
     fresh = [type(m).from_config(m.get_config()) for m in metrics]
 
@@ -372,13 +375,14 @@ def local_validation(val_ds, loss, metrics):
             for m in fresh:
                 m.reset_state()
             total, count = 0.0, 0
-            for x, y in val_ds:
-                pred = self.model(x, training=False)
-                n = int(x.shape[0])
-                total += float(np.asarray(loss(y, pred))) * n
-                count += n
-                for m in fresh:
-                    m.update_state(y, pred)
+            with averaged_weights(ema):
+                for x, y in val_ds:
+                    pred = self.model(x, training=False)
+                    n = int(x.shape[0])
+                    total += float(np.asarray(loss(y, pred))) * n
+                    count += n
+                    for m in fresh:
+                        m.update_state(y, pred)
             logs["val_loss"] = total / max(count, 1)
             for m in fresh:
                 logs["val_" + m.name] = float(np.asarray(m.result()))

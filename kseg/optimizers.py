@@ -30,6 +30,7 @@ optimizer's state: its first step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import keras
@@ -125,3 +126,18 @@ class Adam(_FusedAdamStep, keras.optimizers.Adam):
 @keras.saving.register_keras_serializable(package="kseg")
 class AdamW(_FusedAdamStep, keras.optimizers.AdamW):
     """``keras.optimizers.AdamW`` with TensorFlow's fused update (see the module docstring)."""
+
+
+@contextlib.contextmanager
+def averaged_weights(swap):
+    """Inside the block, the model holds its optimizer's moving averages of the weights (``use_ema``);
+    after it, the trained weights again. ``swap`` is the fit's ``keras.callbacks.SwapEMAWeights`` (its
+    test hooks do the swapping and know whether the averages are in already); ``None`` does nothing."""
+    if swap is None:
+        yield
+        return
+    swap.on_test_begin()
+    try:
+        yield
+    finally:
+        swap.on_test_end()

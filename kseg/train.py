@@ -86,6 +86,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("constant", "cosine", "poly"), default="constant",
                    help="learning-rate schedule over the whole run (see kseg.schedules)")
     p.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
+    p.add_argument("--ema", type=float, default=None, metavar="MOMENTUM",
+                   help="keep an exponential moving average of the trained weights (Polyak averaging, "
+                        "Keras's use_ema) with this momentum per step, e.g. 0.99; validation, best.keras, "
+                        "the final evaluation and the export use the averaged weights")
     p.add_argument("--class-weights", default="none",
                    help="none, balanced (n/(C*n_c)), median (median frequency balancing), sqrt "
                         "(1/sqrt(frequency)), or one number per class, e.g. 1,1,2; counted on the training images")
@@ -145,6 +149,8 @@ def validate(args):
     if args.freeze_encoder_bn and str(args.encoder_weights).lower() in ("none", ""):
         print("kseg: warning: --freeze-encoder-bn without pretrained encoder weights keeps the encoder's "
               "BatchNorm layers at their initial statistics (no normalisation)", file=sys.stderr)
+    if args.ema is not None and not 0.0 < args.ema < 1.0:
+        raise KsegError(f"bad --ema {args.ema}: give a momentum between 0 and 1, e.g. 0.99")
     if not (args.warmup >= 0 and math.isfinite(args.warmup)):
         raise KsegError(f"bad --warmup {args.warmup}: give 0 or a positive number of epochs")
     if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
@@ -211,7 +217,12 @@ def _mode(monitor: str) -> str:
 
 
 def run(args) -> dict:
-    """Train as the parsed ``args`` say; return the validation metrics of the best model."""
+    """Train as the parsed ``args`` say; return the validation metrics of the best model.
+
+    With ``args.ema`` the optimizer keeps a moving average of the trained weights, and Keras's
+    ``SwapEMAWeights`` puts the averaged weights in the model while it validates; ``best.keras`` is saved
+    with them (so the final evaluation and the export use them), and the resume state keeps the trained
+    weights with their average (in the optimizer's state), so a resumed run goes on as if never stopped."""
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -302,6 +313,8 @@ def run(args) -> dict:
     best_path = out / "best.keras"
     config = {"data_format": args.data_format, "mask": ds.mask, "model": args.model, "backbone": args.backbone,
               "size": list(args.size), "classes": ds.num_classes, "fold": args.fold}
+    if args.ema:  # the optimizer's state then holds the averages: resuming needs the same
+        config["ema"] = args.ema
     state = read_resume_state(backup, config)
     initial_epoch = 0
     if state is not None:
@@ -309,15 +322,19 @@ def run(args) -> dict:
             initial_epoch = restore_resume_state(model, backup, state, args.lr)
         print(f"kseg: resuming from {backup} at epoch {initial_epoch + 1} of {args.epochs}", flush=True)
     rows = _read_history(history_csv, initial_epoch) if state is not None else []
+    # with --ema, validation (Keras swaps on test begin/end) and best.keras see the averaged weights
+    swap = keras.callbacks.SwapEMAWeights() if args.ema else None
     recorder = RunRecorder(history_csv, rows, best_path, args.monitor, *_best_so_far(rows, args.monitor),
-                           last_good_epoch=initial_epoch - 1 if initial_epoch else None)
+                           last_good_epoch=initial_epoch - 1 if initial_epoch else None, ema=swap)
     callbacks = [recorder, CurvesCallback(history_csv, out / "curves.png"),
                  ResumeState(backup, config, recorder)]
+    if swap is not None:
+        callbacks.insert(0, swap)
     if thaw:
         callbacks.insert(0, Unfreeze(thaw, args.freeze_epochs, keep_bn_frozen=args.freeze_encoder_bn))
     fit_val = val_ds
     if distribute.multi_worker(strategy) and val_ds is not None:  # each worker validates on the whole set
-        callbacks.insert(0, distribute.local_validation(val_ds, loss, metrics))
+        callbacks.insert(0, distribute.local_validation(val_ds, loss, metrics, ema=swap))
         fit_val = None
     verbose = args.verbose if args.verbose is not None else ("auto" if sys.stdout.isatty() else 2)
     if initial_epoch < args.epochs:
@@ -397,17 +414,19 @@ def make_optimizer(args, total_steps: int, warmup_steps: int = 0, late_variables
     """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`); Adam and
     AdamW are :mod:`kseg.optimizers`' (Keras's, with TensorFlow's fused update kernel). With
     ``late_variables`` (an encoder that ``--freeze-epochs`` unfreezes later) they count Adam's steps per
-    variable, so the encoder's first updates have Adam's usual size."""
+    variable, so the encoder's first updates have Adam's usual size. ``args.ema`` (a momentum) turns on Keras's
+    moving average of the weights (``use_ema``; see :func:`run` for where the averaged weights are used)."""
     import keras
 
     from kseg import optimizers, schedules
 
     lr = schedules.make(args.schedule, args.lr, total_steps, warmup_steps)
+    ema = dict(use_ema=True, ema_momentum=float(args.ema)) if args.ema else {}
     if args.optimizer == "adamw":
-        return optimizers.AdamW(lr, weight_decay=args.weight_decay, per_variable_steps=late_variables)
+        return optimizers.AdamW(lr, weight_decay=args.weight_decay, per_variable_steps=late_variables, **ema)
     if args.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None)
-    return optimizers.Adam(lr, per_variable_steps=late_variables)
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None, **ema)
+    return optimizers.Adam(lr, per_variable_steps=late_variables, **ema)
 
 
 def set_bn_momentum(model, momentum: float) -> int:
@@ -613,10 +632,14 @@ def restore_resume_state(model, backup: Path, state: dict, lr: float) -> int:
 class RunRecorder:
     """After each epoch: ``history.csv`` (rewritten atomically), then ``best.keras`` if the
     monitored value improved (saved atomically, never for a non-finite loss); after each
-    batch: stop the run when the loss is NaN or infinite."""
+    batch: stop the run when the loss is NaN or infinite. ``ema``: a ``keras.callbacks.SwapEMAWeights``
+    of the same fit; ``best.keras`` is then saved with the averaged weights (those it validated)."""
 
-    def __new__(cls, csv_path, rows, best_path, monitor, best=None, best_epoch=None, last_good_epoch=None):
+    def __new__(cls, csv_path, rows, best_path, monitor, best=None, best_epoch=None, last_good_epoch=None,
+                ema=None):
         import keras
+
+        from kseg.optimizers import averaged_weights
 
         class _Recorder(keras.callbacks.Callback):
             def __init__(self):
@@ -651,7 +674,7 @@ class RunRecorder:
                 better = (self.best is None or (current < self.best if _mode(monitor) == "min"
                                                 else current > self.best))
                 if math.isfinite(current) and better:
-                    with atomic_path(best_path, "checkpoint") as tmp:
+                    with averaged_weights(ema), atomic_path(best_path, "checkpoint") as tmp:
                         self.model.save(tmp)
                     self.best, self.best_epoch = current, epoch
 

@@ -238,3 +238,31 @@ def test_tpu_without_a_tpu_is_a_clear_error(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("kseg: error: --strategy tpu: no TPU found")
+
+
+def test_local_validation_uses_the_averaged_weights_with_ema():
+    """The multi-worker validation callback, given the fit's SwapEMAWeights, scores the averaged weights (what
+    Keras's own validation does with --ema) and leaves the trained weights in the model."""
+    import keras
+    import tensorflow as tf
+
+    from kseg import optimizers
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 8)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    m.compile(optimizers.Adam(0.05, use_ema=True, ema_momentum=0.8), loss="mse")
+    swap = keras.callbacks.SwapEMAWeights()
+    val = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    check = distribute.local_validation(val, keras.losses.MeanSquaredError(), [], ema=swap)
+    logs = {}
+
+    class Grab(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, epoch_logs=None):
+            logs.update(epoch_logs, trained=[w.copy() for w in self.model.get_weights()])
+
+    m.fit(x, y, batch_size=8, epochs=1, callbacks=[check, swap, Grab()], verbose=0)
+    # fit ends by writing the averages into the model: m now holds the averaged weights
+    np.testing.assert_allclose(logs["val_loss"], m.evaluate(x, y, verbose=0), rtol=1e-5)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(logs["trained"], m.get_weights())) > 1e-3

@@ -103,7 +103,7 @@ def test_saved_model_gives_the_keras_models_predictions(trained):
     assert (probs.numpy().argmax(-1) != expected.argmax(-1)).mean() < 1e-3
 
 
-@pytest.mark.parametrize("extra", [[], ["--freeze-epochs", "1", "--optimizer", "adamw"]])
+@pytest.mark.parametrize("extra", [[], ["--freeze-epochs", "1", "--optimizer", "adamw"], ["--ema", "0.5"]])
 def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path, extra):
     """A run stopped after epoch 1 of 2 resumes at epoch 2 when the same command runs again, with the
     optimizer's whole state (with --freeze-epochs: its per-variable steps too)."""
@@ -152,6 +152,7 @@ def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path, 
     (["--epochs", "0"], "bad --epochs 0"),
     (["--batch-size", "-1"], "bad --batch-size -1"),
     (["--val-split", "1.5"], "bad --val-split 1.5"),
+    (["--ema", "1.5"], "bad --ema 1.5: give a momentum between 0 and 1"),
     (["--data", "/nonexistent/iccv"], "/nonexistent/iccv: no such file or folder"),
 ])
 def test_user_errors_print_one_line_and_exit_2(args, message, capsys):
@@ -176,3 +177,41 @@ def test_cli_error_from_a_real_process_has_no_traceback(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == "kseg: error: size 250 is not a multiple of 32: use 224 or 256"
+
+
+def test_ema_validates_and_checkpoints_the_averaged_weights_and_resumes_from_the_trained_ones(tmp_path):
+    """With --ema's callbacks (Keras's SwapEMAWeights before kseg's recorder and resume state): the logged
+    val_loss is the averaged weights', best.keras holds the averaged weights, and the resume file holds the
+    trained weights, with the average in the optimizer's state."""
+    import keras
+
+    from kseg import optimizers
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+
+    def model():
+        keras.utils.set_random_seed(1)
+        m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+        m.compile(optimizers.Adam(0.05, use_ema=True, ema_momentum=0.8), loss="mse")
+        return m
+
+    m = model()
+    swap = keras.callbacks.SwapEMAWeights()
+    rec = train.RunRecorder(tmp_path / "history.csv", [], tmp_path / "best.keras", "val_loss", ema=swap)
+    state = train.ResumeState(tmp_path / "backup", {}, rec)
+    hist = m.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), callbacks=[swap, rec, state], verbose=0)
+    averaged = m.get_weights()  # Keras ends fit by writing the averages into the model
+    np.testing.assert_allclose(hist.history["val_loss"][0], m.evaluate(x, y, verbose=0), rtol=1e-5)
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    for a, b in zip(best.get_weights(), averaged):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    resumed = model()
+    resumed.optimizer.build(resumed.trainable_variables)
+    resumed.load_weights(tmp_path / "backup" / "epoch-1.weights.h5")
+    trained = resumed.get_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(trained, averaged)) > 1e-3  # not the averages
+    assert float(resumed.evaluate(x, y, verbose=0)) < float(model().evaluate(x, y, verbose=0))  # but trained
+    for avg, b in zip(resumed.optimizer._model_variables_moving_average, averaged):
+        np.testing.assert_allclose(np.asarray(avg), b, atol=1e-6)  # the average travels in the optimizer
