@@ -9,8 +9,9 @@ says otherwise. The README's Results table lists what each one scored.
 - ``regions-mobilenetv2``: the 8 semantic classes, DeepLabV3+ on the ImageNet
   MobileNetV2 encoder (frozen for the first 3 epochs), 256x320 (about the
   photos' native 240x320), scale/flip/colour augmentation, AdamW with 1 epoch
-  of warm-up then cosine decay, BatchNorm momentum 0.9, evaluated at native resolution with
-  multi-scale (0.75, 1, 1.25) and flip test-time augmentation.
+  of warm-up then cosine decay, BatchNorm momentum 0.9, 30 epochs with a moving average of the
+  weights (``--ema 0.99``), evaluated at native resolution with multi-scale (0.75, 1, 1.25) and flip
+  test-time augmentation.
 - ``surfaces-mobilenetv2``: the same for the 3 geometric classes.
 - ``regions-scratch``: the 8 classes with no pretrained weights (DeepLabV3+ on
   MobileNetV2, randomly initialised), longer.
@@ -26,7 +27,7 @@ _FINETUNE = dict(model="deeplabv3plus", backbone="mobilenetv2", encoder_weights=
                  eval_flip=True)
 
 RECIPES = {
-    "regions-mobilenetv2": dict(_FINETUNE, mask="regions", epochs=40),
+    "regions-mobilenetv2": dict(_FINETUNE, mask="regions", epochs=30, ema=0.99),
     "surfaces-mobilenetv2": dict(_FINETUNE, mask="surfaces", epochs=20),
     "regions-scratch": dict(_FINETUNE, mask="regions", encoder_weights=None, freeze_epochs=0, epochs=70),
 }

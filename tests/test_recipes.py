@@ -364,18 +364,21 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
     code = main(["--data", str(real_iccv09), "--mask", "surfaces", "--model", "unet", "--backbone", "resnet18",
                  "--size", "64x96", "--epochs", "2", "--batch-size", "4", "--fold", str(fold), "--augment", "strong",
                  "--schedule", "cosine", "--warmup", "0.5", "--optimizer", "adamw", "--weight-decay", "1e-4",
-                 "--class-weights", "median", "--freeze-epochs", "1", "--bn-momentum", "0.9",
+                 "--class-weights", "median", "--freeze-epochs", "1", "--bn-momentum", "0.9", "--ema", "0.9",
                  "--eval-scales", "0.5,1", "--eval-flip", "--no-export", "--out", str(out), "--verbose", "0"])
     assert code == 0
     import keras
 
     import kseg.optimizers  # noqa: F401  (registers the optimizer for loading)
 
-    assert keras.saving.load_model(out / "best.keras").optimizer.per_variable_steps  # the encoder starts late
+    optimizer = keras.saving.load_model(out / "best.keras").optimizer
+    assert optimizer.per_variable_steps  # the encoder starts late
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.9
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fold"] == fold
     # the options it ran with are recorded, and the accuracy bench reports them without --recipe
     assert metrics["options"]["class_weights"] == "median" and metrics["options"]["freeze_epochs"] == 1
+    assert metrics["options"]["ema"] == 0.9
     assert metrics["options"]["size"] == [64, 96] and metrics["options"]["eval_scales"] == [0.5, 1.0]
     bench = subprocess.run([sys.executable, str(REPO / "bench" / "accuracy.py"), "--existing", str(out),
                             "--results", str(tmp_path / "results")],
