@@ -323,10 +323,10 @@ def _parse_pairs(data: bytes) -> np.ndarray | None:
     than ``np.loadtxt(dtype=int)``. Content already holding ':' is left to the
     other parsers.
     """
+    if b":" in data:  # ':' stands for "-1" below: a ':' of the content's own is left to the other parsers
+        return None
     buf = np.frombuffer(data, dtype=np.uint8)
     if b"-" in data:
-        if b":" in data:
-            return None
         minus = np.flatnonzero(buf == 45)
         buf = np.delete(buf, minus)  # a copy; the byte after each '-' moves to minus - (number of '-' before it)
         after = minus - np.arange(minus.size)
