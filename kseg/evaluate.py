@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scales", default=None, help="test-time scales of the model's size, e.g. 0.75,1,1.25 "
                                                   "(.keras models; scores at native resolution)")
     p.add_argument("--flip", action="store_true", help="add mirrored copies (test-time flip; native resolution)")
+    p.add_argument("--output-stride", type=int, default=None, choices=(8, 16, 32), metavar="N",
+                   help="run a .keras DeepLabV3+ (or other atrous model) at output stride N, e.g. 8 for one "
+                        "trained at 16 (DeepLab's evaluation: denser features, more compute)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (as in training)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--out", default=None, help="output folder (default: <model folder>/eval)")
@@ -426,6 +429,13 @@ def run(args) -> dict:
         raise KsegError(f"{model_path}: the model predicts {info['num_classes']} classes but --mask {args.mask} "
                         f"has {len(class_names)}: was it trained for the other mask?")
     size = check_size(args.size or info["input_size"] or 224)
+    if args.output_stride is not None:
+        if info["format"] != "keras":
+            raise KsegError(f"{model_path}: --output-stride needs a .keras model, not a SavedModel")
+        from kseg.models import with_output_stride
+
+        model = info["model"] = with_output_stride(info["model"], args.output_stride)
+        predict = lambda images: np.asarray(model.predict_on_batch(images))  # noqa: E731
 
     from kseg.data import load_iccv09, make_dataset, split_indices
 
@@ -463,6 +473,8 @@ def run(args) -> dict:
         batches = ((x.numpy(), y.numpy()) for x, y in data)
         how = f"at {size[0]}x{size[1]}"
     split = f"fold {args.fold}" if args.fold is not None and args.split == "val" else f"{args.split} split"
+    if args.output_stride is not None:
+        how += f", output stride {args.output_stride}"
     print(f"kseg: evaluating {model_path} ({info['format']}) on {len(idx)} images "
           f"({split} of {len(ds)}, {args.mask}) {how}", flush=True)
     res = evaluate(predict, batches, ds.num_classes, ids=ids, postprocess=pp_opts, worst=args.worst)
@@ -480,7 +492,7 @@ def run(args) -> dict:
         "split": args.split, "val_split": args.val_split if args.split == "val" else None, "seed": args.seed,
         "limit": args.limit, "size": list(size), "images": res["images"], "fold": args.fold,
         "native": bool(native), "scales": list(scales) if scales else None, "flip": bool(args.flip),
-        "per_image": res["per_image"], "worst": [w[1] for w in res["worst"]],
+        "output_stride": args.output_stride, "per_image": res["per_image"], "worst": [w[1] for w in res["worst"]],
     })
     files = {"report": str(out / "report.json"), "confusion_matrix": str(out / "confusion_matrix.png")}
     plot_confusion_matrix(out / "confusion_matrix.png", cm, class_names,

@@ -107,6 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also score best.keras at each image's native resolution with these test-time "
                         "scales, e.g. 0.75,1,1.25 (metrics.json 'native')")
     p.add_argument("--eval-flip", action="store_true", help="add flipped copies to that native evaluation")
+    p.add_argument("--eval-output-stride", type=int, default=None, choices=(8, 16, 32), metavar="N",
+                   help="run that native evaluation at output stride N (DeepLabV3+ trained at 16: 8 gives "
+                        "denser features for more compute)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (quick tries)")
     p.add_argument("--out", default=None, help="output folder (default runs/<mask>-<model>-<backbone>)")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="off", help="XLA compilation")
@@ -279,6 +282,8 @@ def run(args) -> dict:
         model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
                              input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
                              encoder_freeze=args.encoder_freeze or args.freeze_epochs > 0 or args.freeze_encoder_bn)
+        if args.eval_output_stride:  # a model that cannot run at that stride fails now, not after training
+            models.with_output_stride(model, args.eval_output_stride)
         # what --freeze-epochs thaws later: the encoder's layers, frozen by build
         thaw = [] if args.encoder_freeze else [la for la in model.layers if not la.trainable]
         if thaw and args.freeze_epochs == 0:  # --freeze-encoder-bn alone: the encoder trains from the start
@@ -376,18 +381,22 @@ def run(args) -> dict:
              "size": list(args.size), "train_images": len(info["train_idx"]), "val_images": len(info["val_idx"]),
              "skipped_images": skipped, "fold": args.fold, "recipe": args.recipe,
              "seconds": round(time.time() - t0, 1), "options": run_options(args)}
-    if args.eval_scales is not None or args.eval_flip:
+    if args.eval_scales is not None or args.eval_flip or args.eval_output_stride:
         from kseg.evaluate import evaluate_native
+        from kseg.models import with_output_stride
 
         scales = args.eval_scales or (1.0,)
         t1 = time.time()
-        native = evaluate_native(best, [ds.image_paths[i] for i in info["val_idx"]],
+        dense = with_output_stride(best, args.eval_output_stride) if args.eval_output_stride else best
+        native = evaluate_native(dense, [ds.image_paths[i] for i in info["val_idx"]],
                                  [ds.labels[i] for i in info["val_idx"]], ds.class_names, scales=scales,
                                  flip=args.eval_flip, size=args.size)
-        native.update(scales=list(scales), flip=bool(args.eval_flip), seconds=round(time.time() - t1, 1))
+        native.update(scales=list(scales), flip=bool(args.eval_flip), output_stride=args.eval_output_stride,
+                      seconds=round(time.time() - t1, 1))
         extra["native"] = native
+        stride = f", output stride {args.eval_output_stride}" if args.eval_output_stride else ""
         print(f"kseg: at native resolution with scales {','.join(f'{v:g}' for v in scales)}"
-              f"{' and flips' if args.eval_flip else ''}: pixel accuracy {native['pixel_accuracy']:.4f}, "
+              f"{' and flips' if args.eval_flip else ''}{stride}: pixel accuracy {native['pixel_accuracy']:.4f}, "
               f"mean class accuracy {native['mean_accuracy']:.4f}, mIoU {native['miou']:.4f}", flush=True)
     report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json", extra=extra)
     save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")

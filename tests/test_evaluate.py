@@ -273,6 +273,7 @@ def test_evaluate_val_split_matches_training_split(setup, tmp_path):
     (["--postprocess", "blur:3"], "bad --postprocess step"),
     (["--postprocess", "open:4"], "odd kernel"),
     (["--size", "50"], "multiple of 32"),
+    (["--output-stride", "16"], "cannot change the output stride of 'unet_resnet18'"),
 ])
 def test_evaluate_user_errors(setup, tmp_path, capsys, extra, message):
     from kseg import evaluate
@@ -282,6 +283,32 @@ def test_evaluate_user_errors(setup, tmp_path, capsys, extra, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kseg: error:") and message in err[0]
+
+
+def test_evaluate_at_another_output_stride(setup, tmp_path, capsys):
+    """--output-stride 8 scores a stride-16 DeepLabV3+ with the model built at 8 (same weights)."""
+    import keras
+
+    from kseg import evaluate, models
+
+    keras.utils.set_random_seed(2)
+    kw = dict(num_classes=3, input_shape=(64, 64, 3), aspp_filters=16, low_level_filters=8, decoder_filters=16,
+              backbone_kwargs={"filters": (8, 8, 16, 16, 16)})
+    m16 = models.build("deeplabv3plus", backbone="plain", **kw)
+    path = tmp_path / "deeplab.keras"
+    m16.save(path)
+    m8 = models.build("deeplabv3plus", backbone="plain", output_stride=8, **kw)
+    m8.set_weights(m16.get_weights())
+    out = tmp_path / "out"
+    rc = evaluate.main(["--model", str(path), "--data", str(setup["data"]), "--split", "all", "--output-stride", "8",
+                        "--out", str(out), "--worst", "0"])
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["output_stride"] == 8 and "output stride 8" in capsys.readouterr().out
+    _, _, truths, preds = _truth_and_predictions(setup, lambda x: np.argmax(m8.predict(x, verbose=0), -1))
+    _check_report(rep, truths, preds)
+    _, _, _, preds16 = _truth_and_predictions(setup, lambda x: np.argmax(m16.predict(x, verbose=0), -1))
+    assert (preds16 != preds).any()  # the two strides predict differently: the check can tell them apart
 
 
 def test_evaluate_missing_model(tmp_path, capsys):

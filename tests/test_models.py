@@ -231,6 +231,48 @@ def test_backbone_strides_atrous_and_channels(name):
     assert out.shape[1:3] == (4, 4)
 
 
+def _copy_weights(src, dst):
+    """Weights from ``src`` into ``dst`` layer by layer name (nested models too)."""
+    for layer in src.layers:
+        if isinstance(layer, keras.Model):
+            _copy_weights(layer, dst.get_layer(layer.name))
+        elif layer.weights:
+            dst.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet18"])
+def test_trained_deeplab_at_output_stride_8_is_the_model_built_at_8(backbone):
+    """atrous(model, 8) of a stride-16 DeepLabV3+ is, weight for weight and output for output, the one built at 8.
+
+    mobilenetv2 is a nested keras.applications encoder (converted inside), resnet18 kseg's own inline
+    layers; the ASPP rates double (6/12/18 -> 12/24/36) and the decoder's x4 upsampling becomes x2.
+    """
+    kw = dict(small("deeplabv3plus", backbone), num_classes=3, input_shape=(None, None, 3), activation=None)
+    m16 = models.build("deeplabv3plus", backbone=backbone, **kw)
+    rng = np.random.default_rng(1)
+    for w in m16.weights:  # He-normal kernels: untrained mobilenetv2 logits are ~1e-5, too flat to tell strides apart
+        if "kernel" in w.path:
+            fan_in = np.prod(w.shape[:2] if "depthwise" in w.path else w.shape[:-1])
+            w.assign(rng.normal(0, np.sqrt(2 / fan_in), w.shape))
+    m8 = models.build("deeplabv3plus", backbone=backbone, output_stride=8, **kw)
+    _copy_weights(m16, m8)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 128, 3)).astype("float32")
+    got = bb.atrous(m16, 8)
+    assert got.get_layer("aspp3_depthwise").dilation_rate == (36, 36)
+    assert got.get_layer("decoder_upsampling").size == 2
+    want, before = m8.predict(x, verbose=0), m16.predict(x, verbose=0)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got.predict(x, verbose=0), want, atol=1e-5 * scale)
+    assert np.abs(before - want).max() > 0.05 * scale  # a different function: the test can tell them apart
+    np.testing.assert_array_equal(bb.atrous(m16, 16).predict(x, verbose=0), before)  # 16 -> 16: unchanged
+
+
+def test_output_stride_refuses_learned_upsampling_past_it():
+    m = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3), **small("unet", "resnet18"))
+    with pytest.raises(KsegError, match="unet_resnet18.*decoder_stage0a_conv.*UpsampleConv2D.*stride 32, past 16"):
+        bb.atrous(m, 16)
+
+
 def test_unpooling_puts_values_at_the_argmax():
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(2, 6, 8, 3)).astype("float32")

@@ -211,6 +211,19 @@ def test_bad_accuracy_options_are_one_line_errors(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+def test_eval_output_stride_that_cannot_apply_fails_before_training(real_iccv09, tmp_path, capsys):
+    from kseg.train import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", str(real_iccv09), "--model", "unet", "--backbone", "resnet18", "--size", "64", "--epochs", "1",
+              "--eval-output-stride", "8", "--out", str(out), "--verbose", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("kseg: error: cannot change the output stride of 'unet_resnet18'")
+    assert not list(out.glob("*.keras")) and not (out / "history.csv").exists()  # nothing trained
+
+
 # --------------------------------------------------------------------------- freeze then unfreeze
 
 def test_freeze_epochs_keep_the_encoder_fixed_then_train_it():
@@ -355,17 +368,18 @@ def test_native_evaluation_scores_every_known_pixel_at_the_image_size(tiny_iccv0
 
 
 def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
-    """A 1-epoch run with every accuracy option writes the native TTA scores into metrics.json."""
+    """A short run with every accuracy option writes the native TTA scores (at output stride 8) into metrics.json."""
     from kseg.train import main
 
     out = tmp_path / "run"
     ds = load_iccv09(real_iccv09, mask="surfaces")
     fold = next(k for k in range(5) if set(ds.ids) & set(iccv09_folds()[k]))
-    code = main(["--data", str(real_iccv09), "--mask", "surfaces", "--model", "unet", "--backbone", "resnet18",
+    code = main(["--data", str(real_iccv09), "--mask", "surfaces", "--model", "deeplabv3plus", "--backbone", "resnet18",
                  "--size", "64x96", "--epochs", "2", "--batch-size", "4", "--fold", str(fold), "--augment", "strong",
                  "--schedule", "cosine", "--warmup", "0.5", "--optimizer", "adamw", "--weight-decay", "1e-4",
                  "--class-weights", "median", "--freeze-epochs", "1", "--bn-momentum", "0.9", "--ema", "0.9",
-                 "--eval-scales", "0.5,1", "--eval-flip", "--no-export", "--out", str(out), "--verbose", "0"])
+                 "--eval-scales", "0.5,1", "--eval-flip", "--eval-output-stride", "8", "--no-export", "--out", str(out),
+                 "--verbose", "0"])
     assert code == 0
     import keras
 
@@ -389,7 +403,7 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
     assert row["native"]["miou"] == round(metrics["native"]["miou"], 4)
     assert json.loads((tmp_path / "results" / "accuracy-custom.json").read_text()) == json.loads(bench.stdout)
     native = metrics["native"]
-    assert native["scales"] == [0.5, 1.0] and native["flip"] is True
+    assert native["scales"] == [0.5, 1.0] and native["flip"] is True and native["output_stride"] == 8
     val_ids = set(ds.ids) & set(iccv09_folds()[fold])
     known = sum(int((lab >= 0).sum()) for i, lab in zip(ds.ids, ds.labels) if i in val_ids)
     assert int(np.sum(native["confusion_matrix"])) == known

@@ -37,6 +37,22 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+def with_output_stride(model, output_stride: int):
+    """A copy of trained ``model`` (same weights) that runs at ``output_stride`` (8, 16 or 32).
+
+    DeepLab's evaluation trick: a DeepLabV3+ trained at output stride 16 evaluated at 8
+    (the deeper layers dilated twice as much, the ASPP rates 12/24/36, the decoder's
+    upsampling x2): denser features for about 2-3x the compute of the deep layers.
+    Models whose decoder upsamples with learned layers past that stride (U-Net,
+    SegNet, FCN's transposed convolutions) raise :class:`~kseg.errors.KsegError`.
+    """
+    from kseg.models.backbones import OUTPUT_STRIDES, atrous
+
+    if output_stride not in OUTPUT_STRIDES:
+        raise KsegError(f"bad output stride {output_stride!r}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    return atrous(model, output_stride)
+
+
 def build(name: str = "unet", backbone: str = "resnet34", num_classes: int = 3, input_shape=(None, None, 3),
           encoder_weights=None, encoder_freeze: bool = False, activation: str | None = "softmax", **kwargs):
     """Build architecture ``name`` on ``backbone``; extra keyword arguments go to its builder."""

@@ -35,7 +35,8 @@ import keras
 from keras import layers
 
 from kseg.errors import KsegError
-from kseg.models.layers import FusedBatchNormalization, ReverseChannels, set_weights
+from kseg.models.layers import (BilinearUpSampling2D, FusedBatchNormalization, MaxUnpooling2D, ResizeLike,
+                               ReverseChannels, UpsampleConv2D, set_weights)
 
 BACKBONES: dict[str, callable] = {}
 
@@ -278,50 +279,75 @@ def _load_application(name, channels, weights):
 
 _STRIDED = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 _POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
+_UPSAMPLING = (BilinearUpSampling2D, layers.UpSampling2D)
+# layers that upsample by a factor fixed in their weights or inputs: they cannot follow a changed stride
+_RESAMPLING = (UpsampleConv2D, MaxUnpooling2D, layers.Conv2DTranspose)
 
 
-def _input_strides(model) -> dict[str, int]:
-    """The stride (relative to the input) of each layer's input in ``model``'s graph."""
-    out_stride: dict[str, int] = {}
-    in_stride: dict[str, int] = {}
-    for layer in model.layers:  # topological order
-        nodes = layer._inbound_nodes
-        parents = [t._keras_history.operation.name for t in nodes[0].input_tensors] if nodes else []
-        s = max([out_stride.get(p, 1) for p in parents] or [1])
-        in_stride[layer.name] = s
-        if isinstance(layer, _STRIDED + _POOLS):
-            s *= int(layer.strides[0])
-        out_stride[layer.name] = s
-    return in_stride
+def _key(tensor):
+    h = tensor._keras_history
+    return h.operation.name, h.tensor_index
 
 
-def atrous(model, output_stride: int = 32):
-    """A copy of functional ``model`` (same weights) whose stride stops at ``output_stride``.
+def _graph_strides(model, input_strides) -> tuple[dict, dict]:
+    """The stride (relative to the image) of every tensor in functional ``model``'s graph.
 
-    Convolutions and poolings that would go past ``output_stride`` get stride 1;
-    every later convolution wider than 1x1 is dilated by (its original input
-    stride / output_stride), DeepLab's atrous conversion. Zero paddings that fed
-    a strided 'valid' convolution there become empty and the convolution 'same'.
-    Each Keras ``BatchNormalization`` also becomes
-    kseg's :class:`~kseg.models.layers.FusedBatchNormalization` (same config and
-    weights, TensorFlow's fused kernel), so keras.applications encoders run
-    their batch norms as kseg's own blocks do; ``output_stride=32`` changes
-    nothing else.
+    Returns ``(layer name -> its input's stride, (layer name, output index) -> stride)``;
+    ``input_strides`` are those of ``model``'s inputs. A nested functional model is
+    followed inside (its outputs can have different strides).
     """
-    in_stride = _input_strides(model)
+    out = {_key(t): s for t, s in zip(model.inputs, input_strides)}
+    names = {layer.name for layer in model.layers}
+    in_stride = {}
+    for layer in model.layers:  # topological order
+        if isinstance(layer, layers.InputLayer):
+            continue
+        node = next(n for n in layer._inbound_nodes
+                    if all(t._keras_history.operation.name in names for t in n.input_tensors))
+        strides = [out[_key(t)] for t in node.input_tensors]
+        s = in_stride[layer.name] = max(strides)
+        if isinstance(layer, keras.Model):
+            inner = _graph_strides(layer, strides)[1]
+            for i, t in enumerate(layer.outputs):
+                out[(layer.name, i)] = inner[_key(t)]
+            continue
+        if isinstance(layer, (ResizeLike, MaxUnpooling2D)):
+            s = strides[1] if isinstance(layer, ResizeLike) else s / 2
+        elif isinstance(layer, (UpsampleConv2D, layers.Conv2DTranspose)):
+            s = s / (2 if isinstance(layer, UpsampleConv2D) else int(layer.strides[0]))
+        elif isinstance(layer, _STRIDED + _POOLS):
+            s *= int(layer.strides[0])
+        elif isinstance(layer, _UPSAMPLING):
+            size = layer.size if isinstance(layer.size, int) else layer.size[0]
+            s = s / int(size)
+        out[(layer.name, 0)] = s
+    return in_stride, out
+
+
+def _atrous_copy(model, output_stride: int, input_strides) -> keras.Model:
+    in_stride, out_stride = _graph_strides(model, input_strides)
+
+    def new(s):  # a tensor's stride after the conversion
+        return min(s, output_stride)
 
     def clone(layer):
+        if isinstance(layer, keras.Model):  # nested (keras.applications encoders): converted inside
+            return _atrous_copy(layer, output_stride, [in_stride[layer.name]] * len(layer.inputs))
         cfg = layer.get_config()
         s = in_stride[layer.name]
+        factor = s / new(s)  # how much finer than before this layer's input now is
         cls = layer.__class__
+        if factor > 1 and isinstance(layer, _RESAMPLING):
+            raise KsegError(f"cannot change the output stride of {model.name!r}: its layer {layer.name!r} "
+                            f"({cls.__name__}) upsamples at stride {s:g}, past {output_stride}")
         if isinstance(layer, _STRIDED):
             k = int(cfg["kernel_size"][0])
-            rate = max(1, s // output_stride)
             changed = False
             if s * int(cfg["strides"][0]) > output_stride and int(cfg["strides"][0]) > 1:
                 cfg["strides"] = (1, 1)
                 changed = True
-            if k > 1 and rate > 1:
+            if k > 1 and factor > 1:
+                rate = int(cfg["dilation_rate"][0]) * int(factor)
                 cfg["dilation_rate"] = (rate, rate)
                 changed = True
             if changed and k > 1:
@@ -330,15 +356,42 @@ def atrous(model, output_stride: int = 32):
             cfg.update(strides=(1, 1), padding="same")
         elif isinstance(layer, layers.ZeroPadding2D) and s >= output_stride:
             cfg["padding"] = ((0, 0), (0, 0))
+        elif isinstance(layer, _UPSAMPLING) and factor > 1:
+            size = int(new(s) / new(out_stride[(layer.name, 0)]))
+            cfg["size"] = size if isinstance(layer, BilinearUpSampling2D) else (size, size)
         elif cls is layers.BatchNormalization:
             cls = FusedBatchNormalization
         return cls.from_config(cfg)
 
-    new = keras.models.clone_model(model, clone_function=clone)
+    copy = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        if layer.weights:
-            set_weights(new.get_layer(layer.name), layer.get_weights())
-    return new
+        if layer.weights and not isinstance(layer, keras.Model):
+            set_weights(copy.get_layer(layer.name), layer.get_weights())
+    return copy
+
+
+def atrous(model, output_stride: int = 32):
+    """A copy of functional ``model`` (same weights) whose stride stops at ``output_stride``.
+
+    DeepLab's atrous conversion: convolutions and poolings that would go past
+    ``output_stride`` get stride 1; every later convolution wider than 1x1 has
+    its dilation multiplied by how much finer its input now is than before (so
+    an ASPP at rates 6/12/18 on stride 16 gets 12/24/36 at stride 8), and
+    upsamplings after it shrink to reach the same resolution as before. Zero
+    paddings that fed a strided 'valid' convolution there become empty and the
+    convolution 'same'. Nested functional models (keras.applications encoders)
+    are converted inside. Works on an encoder (``output_stride`` 8, 16 or 32 of
+    a stride-32 network) and on a whole trained model: ``atrous(deeplab, 8)``
+    evaluates a DeepLabV3+ trained at output stride 16 at stride 8, as the
+    DeepLabV3 paper does. A model whose decoder upsamples with learned layers
+    (transposed convolutions, unpooling) past ``output_stride`` raises
+    :class:`~kseg.errors.KsegError`. Each Keras ``BatchNormalization`` also
+    becomes kseg's :class:`~kseg.models.layers.FusedBatchNormalization` (same
+    config and weights, TensorFlow's fused kernel), so keras.applications
+    encoders run their batch norms as kseg's own blocks do; ``output_stride=32``
+    changes nothing else in a stride-32 model.
+    """
+    return _atrous_copy(model, output_stride, [1] * len(model.inputs))
 
 
 def _application(name, inputs, weights=None, output_stride=32):
