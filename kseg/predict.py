@@ -317,6 +317,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scales", default="1", help="test-time scales of the base size, e.g. 0.5,0.75,1,1.5,2")
     p.add_argument("--flip", action="store_true", help="also predict on the mirrored image (test-time flip)")
     p.add_argument("--merge", choices=MERGES, default="mean", help="how scales and flips are merged")
+    p.add_argument("--output-stride", type=int, default=None, choices=(8, 16, 32), metavar="N",
+                   help="run a DeepLabV3+ (or other atrous model) at output stride N, e.g. 8 for one trained at 16")
     p.add_argument("--postprocess", default=None, help="e.g. open:3,close:3,min-area:64")
     p.add_argument("--palette", default=None, help="surfaces, regions or a palette file "
                                                    "(default: the built-in one with the model's class count)")
@@ -338,6 +340,10 @@ def main(argv=None):
     from kseg.export import load_model
 
     model = load_model(args.model)
+    if args.output_stride is not None:
+        from kseg.models import with_output_stride
+
+        model = with_output_stride(model, args.output_stride)
     predictor = Predictor(model, size=args.size, scales=args.scales, flip=args.flip, merge=args.merge)
     palette = resolve_palette(args.palette, predictor.num_classes, args.model)
     t0 = time.time()
