@@ -72,6 +72,7 @@ def score(run_dir: Path) -> dict:
     if m.get("native"):
         n = m["native"]
         row["native"] = {**{k: round(n[k], 4) for k in KEYS}, "scales": n.get("scales"), "flip": n.get("flip"),
+                         "output_stride": n.get("output_stride"),
                          "per_class_iou": {c: round(v, 4) for c, v in n["iou"].items()},
                          "eval_seconds": n.get("seconds")}
     return row

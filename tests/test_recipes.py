@@ -400,7 +400,7 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
     assert bench.returncode == 0, bench.stderr[-2000:]
     row = json.loads(bench.stdout)["runs"][0]
     assert row["options"] == metrics["options"] and row["fold"] == fold
-    assert row["native"]["miou"] == round(metrics["native"]["miou"], 4)
+    assert row["native"]["miou"] == round(metrics["native"]["miou"], 4) and row["native"]["output_stride"] == 8
     assert json.loads((tmp_path / "results" / "accuracy-custom.json").read_text()) == json.loads(bench.stdout)
     native = metrics["native"]
     assert native["scales"] == [0.5, 1.0] and native["flip"] is True and native["output_stride"] == 8
