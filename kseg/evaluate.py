@@ -13,6 +13,10 @@ and the terminal a per-class table. ``--model`` is a ``.keras`` file or a
 SavedModel folder (its ``serving_default`` signature). The split is the one
 ``kseg.train`` used when ``--val-split``, ``--seed`` and ``--limit`` match.
 
+``--native`` scores at each photo's own resolution, ``--scales`` and ``--flip`` add
+test-time augmentation there, and ``--output-stride 8`` runs a DeepLabV3+ trained at
+stride 16 at 8 (:func:`kseg.models.with_output_stride`); those three need a ``.keras`` model.
+
 Post-processing (``--open K``, ``--close K``, ``--min-region N``, ``--pp-classes``)
 applies :mod:`kseg.postprocess` to each predicted map before scoring it again.
 """
