@@ -209,6 +209,7 @@ def test_evaluate_saved_model_folders(setup, tmp_path):
     import tensorflow as tf
 
     from kseg import evaluate
+    from kseg.errors import KsegError
     from kseg.export import export_saved_model
 
     model = setup["model"]
@@ -230,6 +231,9 @@ def test_evaluate_saved_model_folders(setup, tmp_path):
                                             "--out", str(tmp_path / "a"), "--worst", "0"]))
     assert rep["model_format"] == "saved_model" and rep["size"] == [64, 64]  # size from the signature
     _check_report(rep, truths, preds)
+    with pytest.raises(KsegError, match="float32_sm: --output-stride needs a .keras model, not a SavedModel"):
+        evaluate.run(evaluate.parse_args(["--model", str(plain), "--data", str(setup["data"]), "--output-stride", "8",
+                                          "--out", str(tmp_path / "c")]))
 
     exported = export_saved_model(model, tmp_path / "kseg_sm", tflite=False)
     rep = evaluate.run(evaluate.parse_args(["--model", str(exported), "--data", str(setup["data"]), "--split", "all",
