@@ -78,12 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- models
 
 
-def load_predictor(path):
+def load_predictor(path, output_stride: int | None = None):
     """``(predict, info)`` for a ``.keras`` file or a SavedModel folder.
 
     ``predict(images)`` takes a float32 (N, H, W, 3) batch of raw RGB in [0, 255]
     and returns NumPy class scores (N, H, W, C) or class ids (N, H, W). ``info``
-    has ``format`` and ``input_size`` ((H, W) or None).
+    has ``format`` and ``input_size`` ((H, W) or None). ``output_stride`` runs a
+    ``.keras`` model at that stride (:func:`kseg.models.with_output_stride`).
     """
     path = Path(path)
     if not path.exists():
@@ -92,10 +93,16 @@ def load_predictor(path):
         if not (path / "saved_model.pb").exists():
             hint = " (it holds best.keras: pass that file)" if (path / "best.keras").exists() else ""
             raise KsegError(f"{path}: not a SavedModel folder, no saved_model.pb{hint}")
+        if output_stride is not None:
+            raise KsegError(f"{path}: --output-stride needs a .keras model, not a SavedModel")
         return _saved_model_predictor(path)
     from kseg.export import load_model
 
     model = load_model(path)
+    if output_stride is not None:
+        from kseg.models import with_output_stride
+
+        model = with_output_stride(model, output_stride)
     shape = tuple(model.input_shape)
     size = tuple(shape[1:3]) if len(shape) == 4 and None not in shape[1:3] else None
 
@@ -428,18 +435,11 @@ def run(args) -> dict:
         out = model_path.parent / "eval"
 
     t0 = time.time()
-    predict, info = load_predictor(model_path)
+    predict, info = load_predictor(model_path, args.output_stride)
     if info.get("num_classes") not in (None, len(class_names)):
         raise KsegError(f"{model_path}: the model predicts {info['num_classes']} classes but --mask {args.mask} "
                         f"has {len(class_names)}: was it trained for the other mask?")
     size = check_size(args.size or info["input_size"] or 224)
-    if args.output_stride is not None:
-        if info["format"] != "keras":
-            raise KsegError(f"{model_path}: --output-stride needs a .keras model, not a SavedModel")
-        from kseg.models import with_output_stride
-
-        model = info["model"] = with_output_stride(info["model"], args.output_stride)
-        predict = lambda images: np.asarray(model.predict_on_batch(images))  # noqa: E731
 
     from kseg.data import load_iccv09, make_dataset, split_indices
 

@@ -292,49 +292,51 @@ def _key(tensor):
 def _graph_strides(model, input_strides) -> tuple[dict, dict]:
     """The stride (relative to the image) of every tensor in functional ``model``'s graph.
 
-    Returns ``(layer name -> its input's stride, (layer name, output index) -> stride)``;
+    Returns ``(layer name -> its inputs' strides, (layer name, output index) -> stride)``;
     ``input_strides`` are those of ``model``'s inputs. A nested functional model is
     followed inside (its outputs can have different strides).
     """
     out = {_key(t): s for t, s in zip(model.inputs, input_strides)}
     names = {layer.name for layer in model.layers}
-    in_stride = {}
+    in_strides = {}
     for layer in model.layers:  # topological order
         if isinstance(layer, layers.InputLayer):
             continue
         node = next(n for n in layer._inbound_nodes
                     if all(t._keras_history.operation.name in names for t in n.input_tensors))
-        strides = [out[_key(t)] for t in node.input_tensors]
-        s = in_stride[layer.name] = max(strides)
+        strides = in_strides[layer.name] = [out[_key(t)] for t in node.input_tensors]
+        s = max(strides)
         if isinstance(layer, keras.Model):
             inner = _graph_strides(layer, strides)[1]
             for i, t in enumerate(layer.outputs):
                 out[(layer.name, i)] = inner[_key(t)]
             continue
-        if isinstance(layer, (ResizeLike, MaxUnpooling2D)):
-            s = strides[1] if isinstance(layer, ResizeLike) else s / 2
-        elif isinstance(layer, (UpsampleConv2D, layers.Conv2DTranspose)):
-            s = s / (2 if isinstance(layer, UpsampleConv2D) else int(layer.strides[0]))
+        if isinstance(layer, ResizeLike):  # [x, reference]: the reference's size
+            s = strides[1]
+        elif isinstance(layer, (MaxUnpooling2D, UpsampleConv2D)):  # both upsample x2
+            s = s / 2
+        elif isinstance(layer, layers.Conv2DTranspose):
+            s = s / int(layer.strides[0])
         elif isinstance(layer, _STRIDED + _POOLS):
             s *= int(layer.strides[0])
         elif isinstance(layer, _UPSAMPLING):
             size = layer.size if isinstance(layer.size, int) else layer.size[0]
             s = s / int(size)
         out[(layer.name, 0)] = s
-    return in_stride, out
+    return in_strides, out
 
 
 def _atrous_copy(model, output_stride: int, input_strides) -> keras.Model:
-    in_stride, out_stride = _graph_strides(model, input_strides)
+    in_strides, out_stride = _graph_strides(model, input_strides)
 
     def new(s):  # a tensor's stride after the conversion
         return min(s, output_stride)
 
     def clone(layer):
         if isinstance(layer, keras.Model):  # nested (keras.applications encoders): converted inside
-            return _atrous_copy(layer, output_stride, [in_stride[layer.name]] * len(layer.inputs))
+            return _atrous_copy(layer, output_stride, in_strides[layer.name])
         cfg = layer.get_config()
-        s = in_stride[layer.name]
+        s = max(in_strides[layer.name])
         factor = s / new(s)  # how much finer than before this layer's input now is
         cls = layer.__class__
         if factor > 1 and isinstance(layer, _RESAMPLING):
