@@ -104,6 +104,22 @@ PRED_5x5 = np.array([[0, 0, 0, 0, 0],
                      [1, 1, 1, 1, 0]])
 
 
+def tiny_deeplab_pair(seed=0):
+    """A small DeepLabV3+ (plain backbone, 64x64, 3 classes) built at output stride 16 and the same at 8,
+    sharing one set of random weights: ``(at_16, at_8)``."""
+    import keras
+
+    from kseg import models
+
+    keras.utils.set_random_seed(seed)
+    kw = dict(num_classes=3, input_shape=(64, 64, 3), aspp_filters=16, low_level_filters=8, decoder_filters=16,
+              backbone_kwargs={"filters": (8, 8, 16, 16, 16)})
+    at16 = models.build("deeplabv3plus", backbone="plain", **kw)
+    at8 = models.build("deeplabv3plus", backbone="plain", output_stride=8, **kw)
+    at8.set_weights(at16.get_weights())
+    return at16, at8
+
+
 def tiny_model(size=(64, 64), classes=3, seed=0):
     """A small fully convolutional segmentation model ending in softmax (fast to export and convert)."""
     import keras

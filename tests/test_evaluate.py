@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_tiny_iccv09
+from conftest import make_tiny_iccv09, tiny_deeplab_pair
 from kseg import postprocess as pp
 
 # --------------------------------------------------------------------------- post-processing
@@ -291,18 +291,11 @@ def test_evaluate_user_errors(setup, tmp_path, capsys, extra, message):
 
 def test_evaluate_at_another_output_stride(setup, tmp_path, capsys):
     """--output-stride 8 scores a stride-16 DeepLabV3+ with the model built at 8 (same weights)."""
-    import keras
+    from kseg import evaluate
 
-    from kseg import evaluate, models
-
-    keras.utils.set_random_seed(2)
-    kw = dict(num_classes=3, input_shape=(64, 64, 3), aspp_filters=16, low_level_filters=8, decoder_filters=16,
-              backbone_kwargs={"filters": (8, 8, 16, 16, 16)})
-    m16 = models.build("deeplabv3plus", backbone="plain", **kw)
+    m16, m8 = tiny_deeplab_pair(seed=2)
     path = tmp_path / "deeplab.keras"
     m16.save(path)
-    m8 = models.build("deeplabv3plus", backbone="plain", output_stride=8, **kw)
-    m8.set_weights(m16.get_weights())
     out = tmp_path / "out"
     rc = evaluate.main(["--model", str(path), "--data", str(setup["data"]), "--split", "all", "--output-stride", "8",
                         "--out", str(out), "--worst", "0"])

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import tiny_model
+from conftest import tiny_deeplab_pair, tiny_model
 from kseg import viz
 from kseg.predict import Predictor, flexible, list_images, main, parse_scales, postprocessor
 
@@ -147,17 +147,8 @@ def test_palette_file(saved_tiny, tmp_path):
 
 def test_cli_at_another_output_stride(tmp_path):
     """--output-stride 8 predicts with the stride-16 DeepLabV3+'s weights in the model built at 8."""
-    import keras
-
-    from kseg import models
-
-    keras.utils.set_random_seed(3)
-    kw = dict(num_classes=3, input_shape=(64, 64, 3), aspp_filters=16, low_level_filters=8, decoder_filters=16,
-              backbone_kwargs={"filters": (8, 8, 16, 16, 16)})
-    m16 = models.build("deeplabv3plus", backbone="plain", **kw)
+    m16, m8 = tiny_deeplab_pair(seed=3)
     m16.save(tmp_path / "d.keras")
-    m8 = models.build("deeplabv3plus", backbone="plain", output_stride=8, **kw)
-    m8.set_weights(m16.get_weights())
     img = write_image(tmp_path / "scene.png", 64, 64)
     assert main(["--model", str(tmp_path / "d.keras"), str(tmp_path / "scene.png"), "--out", str(tmp_path / "o"),
                  "--output-stride", "8", "--quiet"]) == 0
