@@ -93,6 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--class-weights", default="none",
                    help="none, balanced (n/(C*n_c)), median (median frequency balancing), sqrt "
                         "(1/sqrt(frequency)), or one number per class, e.g. 1,1,2; counted on the training images")
+    p.add_argument("--repeat-threshold", type=float, default=0.0, metavar="T",
+                   help="repeat-factor sampling for rare classes (LVIS, detectron2's REPEAT_THRESHOLD): an image "
+                        "is drawn max(1, sqrt(T/f)) times as often, f = the fraction of training images holding "
+                        "its rarest class; epochs keep their length; 0 = off")
     p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"])
     p.add_argument("--fold", type=int, default=None, choices=range(5), metavar="K",
                    help="iccv09 only: validate on fold K (0-4) of kseg's fixed 5-fold split (572/143), "
@@ -154,6 +158,9 @@ def validate(args):
               "BatchNorm layers at their initial statistics (no normalisation)", file=sys.stderr)
     if args.ema is not None and not 0.0 < args.ema < 1.0:
         raise KsegError(f"bad --ema {args.ema}: give a momentum between 0 and 1, e.g. 0.99")
+    if not (args.repeat_threshold >= 0 and math.isfinite(args.repeat_threshold)):
+        raise KsegError(f"bad --repeat-threshold {args.repeat_threshold}: give 0 (off) or a fraction of images, "
+                        "e.g. 0.5")
     if not (args.warmup >= 0 and math.isfinite(args.warmup)):
         raise KsegError(f"bad --warmup {args.warmup}: give 0 or a positive number of epochs")
     if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
@@ -261,13 +268,14 @@ def run(args) -> dict:
 
         train_ds, val_ds, info = folder_datasets(args.data, size=args.size, batch_size=args.batch_size,
                                                  val_split=args.val_split, seed=args.seed, sparse=args.sparse,
-                                                 augment=args.augment, limit=args.limit)
+                                                 augment=args.augment, limit=args.limit,
+                                                 repeat_threshold=args.repeat_threshold)
     else:
         train_ds, val_ds, info = iccv09_datasets(args.data, mask=args.mask, size=args.size,
                                                  batch_size=args.batch_size, val_split=args.val_split,
                                                  seed=args.seed, sparse=args.sparse, augment=args.augment,
                                                  limit=args.limit, cache_dir=args.cache_dir, quiet=False,
-                                                 fold=args.fold)
+                                                 fold=args.fold, repeat_threshold=args.repeat_threshold)
     ds = info["dataset"]
     print(f"kseg: {len(ds)} images from {ds.root} ({ds.mask}: {ds.num_classes} classes), "
           f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation"
@@ -275,6 +283,10 @@ def run(args) -> dict:
           f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s"
           + (f" (skipped {len(ds.skipped)} unreadable image(s))" if getattr(ds, "skipped", None) else ""),
           flush=True)
+    if info.get("repeat_factors") is not None:
+        print("kseg: repeat-factor sampling (--repeat-threshold " + f"{args.repeat_threshold:g}): "
+              + repeat_summary([ds.labels[i] for i in info["train_idx"]], ds.class_names, args.repeat_threshold),
+              flush=True)
 
     if strategy is not None:
         train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
@@ -446,6 +458,23 @@ def set_bn_momentum(model, momentum: float) -> int:
     for layer in bns:
         layer.momentum = float(momentum)
     return len(bns)
+
+
+def repeat_summary(labels, class_names, threshold: float) -> str:
+    """One line on what ``--repeat-threshold`` does to these training ``labels``: each repeated class's factor
+    and the mean image factor (how much more often a repeated image is drawn, on average)."""
+    import numpy as np
+
+    from kseg.data import repeat_factors
+
+    per_image = repeat_factors(labels, len(class_names), threshold)
+    parts = []
+    for c, name in enumerate(class_names):
+        has = np.array([bool(np.any(np.asarray(lab) == c)) for lab in labels])
+        r = float(np.sqrt(threshold / has.mean())) if has.any() else 1.0
+        if r > 1.0:
+            parts.append(f"{name} x{r:.2f} ({has.sum()} images)")
+    return (", ".join(parts) or "no class is rarer than the threshold") + f"; mean image factor {per_image.mean():.2f}"
 
 
 def class_weights(spec, labels, num_classes: int):

@@ -370,7 +370,7 @@ def folder(images_dir, masks_dir=None, class_names=None, palette=None, ignore_in
 
 def folder_datasets(data, masks_dir=None, size=(224, 224), batch_size=16, val_split=0.2, seed=42, sparse=False,
                     augment=None, limit=None, class_names=None, palette=None, ignore_index=255,
-                    mask_suffix=None):
+                    mask_suffix=None, repeat_threshold=0.0):
     """Like :func:`kseg.data.iccv09_datasets`, for a user's folder: ``(train_ds, val_ds, info)``.
 
     ``info["dataset"]`` is the :class:`FolderDataset`; the pipeline and the
@@ -381,5 +381,6 @@ def folder_datasets(data, masks_dir=None, size=(224, 224), batch_size=16, val_sp
     check_size(size)  # a bad size fails before any loading
     ds = folder(data, masks_dir, class_names=class_names, palette=palette, ignore_index=ignore_index,
                 mask_suffix=mask_suffix, limit=limit)
-    return split_datasets(ds, size, batch_size, val_split, seed, sparse, augment)
+    return split_datasets(ds, size, batch_size, val_split, seed, sparse, augment,
+                          repeat_threshold=repeat_threshold)
 

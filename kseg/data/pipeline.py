@@ -130,9 +130,30 @@ def decode_image(path):
     return img
 
 
+def repeat_factors(labels, num_classes: int, threshold: float) -> np.ndarray:
+    """Per-image repeat factors of LVIS's repeat-factor sampling (Gupta et al. 2019; detectron2's
+    ``RepeatFactorTrainingSampler``), for rare classes.
+
+    ``f_c`` is the fraction of the images in ``labels`` that contain class ``c``; the class factor is
+    ``r_c = max(1, sqrt(threshold / f_c))`` and an image's factor is the largest ``r_c`` of the classes in it
+    (unknown pixels count for none). ``threshold`` 0 gives all ones; e.g. 0.5 on iccv09 regions fold 0 gives
+    mountain (in 11% of the images) 2.13 and water (14%) 1.89.
+    """
+    if not (threshold >= 0 and np.isfinite(threshold)):
+        raise KsegError(f"bad repeat threshold {threshold}: give a fraction of images >= 0, e.g. 0.5")
+    present = np.zeros((len(labels), num_classes), bool)
+    for i, lab in enumerate(labels):
+        lab = np.asarray(lab).ravel()
+        present[i, np.unique(lab[(lab >= 0) & (lab < num_classes)]).astype(np.int64)] = True
+    freq = present.mean(0) if len(labels) else np.zeros(num_classes)
+    with np.errstate(divide="ignore"):
+        per_class = np.maximum(1.0, np.sqrt(np.where(freq > 0, threshold / np.maximum(freq, 1e-12), 0.0)))
+    return np.where(present, per_class, 1.0).max(1, initial=1.0)
+
+
 def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_size: int = 16,
                  sparse: bool = False, training: bool = False, augment=None, seed: int = 42,
-                 cache: bool = True) -> tf.data.Dataset:
+                 cache: bool = True, repeat: np.ndarray | None = None) -> tf.data.Dataset:
     """Build a ``tf.data.Dataset`` of ``(image, target)`` batches.
 
     ``image_paths``: image files; ``labels``: matching int label maps (-1 unknown)
@@ -143,14 +164,23 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     ``steps_per_epoch = ceil(n / batch_size)``) and augmented: ``augment`` is a
     callable ``(image, label, seed) -> (image, label)`` from
     :mod:`kseg.data.augment`, called with a distinct stateless seed per sample,
-    so the same ``seed`` gives the same stream. Finally targets are encoded
-    (one-hot or sparse), batched and prefetched.
+    so the same ``seed`` gives the same stream. ``repeat`` (training only): one
+    repeat factor per image (see :func:`repeat_factors`); each pass then holds
+    image ``i`` ``floor(r_i)`` times plus once more with probability
+    ``r_i - floor(r_i)`` (seeded), reshuffled so copies are not adjacent; the
+    stream is still cut into epochs of ``ceil(n / batch_size)`` steps, so rare
+    images are seen more often for the same training time. Finally targets are
+    encoded (one-hot or sparse), batched and prefetched.
     """
     h, w = check_size(size)
     if len(image_paths) != len(labels):
         raise KsegError(f"{len(image_paths)} images but {len(labels)} label maps")
     if batch_size < 1:
         raise KsegError(f"bad batch size {batch_size}: give a positive integer")
+    if repeat is not None:
+        repeat = np.asarray(repeat, np.float32)
+        if repeat.shape != (len(labels),) or not np.all(np.isfinite(repeat) & (repeat >= 0)):
+            raise KsegError(f"repeat factors: need {len(labels)} finite numbers >= 0, got shape {repeat.shape}")
     ragged, shapes = _ragged_labels(labels)
     ds = tf.data.Dataset.from_tensor_slices((list(map(str, image_paths)), ragged, shapes))
 
@@ -167,7 +197,21 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(len(image_paths), seed=seed, reshuffle_each_iteration=True).repeat()
+        n = len(image_paths)
+        if repeat is not None and np.any(repeat != 1.0):
+            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(repeat)))
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+
+            def copies(pair, i):  # floor(r) copies, one more with probability frac(r); seeded per draw
+                (img, lab), r = pair
+                u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 1, tf.int64), i]))
+                k = tf.cast(tf.floor(r), tf.int64) + tf.cast(u < r - tf.floor(r), tf.int64)
+                return tf.data.Dataset.from_tensors((img, lab)).repeat(k)
+
+            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).flat_map(copies)
+            ds = ds.shuffle(n, seed=seed + 2, reshuffle_each_iteration=True)
+        else:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
         if augment is not None:
             ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
                 lambda pair, i: augment(tf.cast(pair[0], tf.float32), pair[1],
@@ -186,7 +230,7 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
 
 
 def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float = 0.2, seed: int = 42,
-                   sparse: bool = False, augment=None, fold: int | None = None):
+                   sparse: bool = False, augment=None, fold: int | None = None, repeat_threshold: float = 0.0):
     """Split a loaded dataset (``image_paths``, ``labels``, ``num_classes``) and build its pipelines.
 
     Returns ``(train_ds, val_ds, info)``: ``train_ds`` repeats without end (train
@@ -194,6 +238,8 @@ def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float =
     validation images, and ``info`` holds ``dataset``, ``train_idx``, ``val_idx``
     and ``steps_per_epoch``. ``augment`` is a name (see :func:`kseg.data.augment.get`) or a
     callable. ``fold`` (0-4, iccv09 only) replaces the random split by the shipped 5-fold split.
+    ``repeat_threshold`` > 0 turns on repeat-factor sampling of the training images (see
+    :func:`repeat_factors`, counted on the training images); ``info["repeat_factors"]`` then holds them.
     """
     from kseg.data import augment as aug
 
@@ -206,8 +252,12 @@ def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float =
     def pick(idx):
         return [ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx]
 
+    factors = repeat_factors([ds.labels[i] for i in train_idx], ds.num_classes, repeat_threshold) \
+        if repeat_threshold else None
     train = make_dataset(*pick(train_idx), ds.num_classes, size, batch_size, sparse=sparse, training=True,
-                         augment=aug.get(augment) if isinstance(augment, str) else augment, seed=seed)
+                         augment=aug.get(augment) if isinstance(augment, str) else augment, seed=seed,
+                         repeat=factors)
     val = make_dataset(*pick(val_idx), ds.num_classes, size, batch_size, sparse=sparse) if len(val_idx) else None
     steps = -(-len(train_idx) // batch_size)
-    return train, val, {"dataset": ds, "train_idx": train_idx, "val_idx": val_idx, "steps_per_epoch": steps}
+    return train, val, {"dataset": ds, "train_idx": train_idx, "val_idx": val_idx, "steps_per_epoch": steps,
+                        "repeat_factors": factors}
