@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_iccv09, write_label
-from kseg.data import check_size, iccv09_datasets, load_iccv09, make_dataset, parse_label_text, split_indices
+from kseg.data import (check_size, iccv09_datasets, load_iccv09, make_dataset, parse_label_text, repeat_factors,
+                       split_indices)
 from kseg.data import iccv09 as ic
 from kseg.data.pipeline import IGNORE_INDEX, SizeError
 from kseg.errors import KsegError
@@ -184,6 +185,48 @@ def test_training_stream_is_reproducible(tiny_iccv09):
     a, b = first_batches(3), first_batches(3)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
+
+
+def test_repeat_factors_follow_lvis():
+    labels = [np.array([[0, 1], [0, 0]]), np.zeros((2, 2)), np.array([[0, -1]]), np.full((1, 3), -1)]
+    # class 0 in 3 of 4 images, class 1 in 1 of 4, class 2 in none; the all-unknown image has no class
+    np.testing.assert_allclose(repeat_factors(labels, 3, 1.0), [2.0, np.sqrt(4 / 3), np.sqrt(4 / 3), 1.0])
+    np.testing.assert_allclose(repeat_factors(labels, 3, 0.25), [1.0, 1.0, 1.0, 1.0])  # nothing rarer than 25%
+    np.testing.assert_allclose(repeat_factors(labels, 3, 0.0), np.ones(4))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(KsegError, match="bad repeat threshold"):
+            repeat_factors(labels, 3, bad)
+
+
+def _image_ids_drawn(tiny_iccv09, factors, n=480, seed=0):
+    """Draw n training samples from a 6-image pipeline whose label maps are filled with each image's index."""
+    ds = load_iccv09(tiny_iccv09, mask="regions")
+    labels = [np.full(lab.shape, i, np.int8) for i, lab in enumerate(ds.labels)]
+    stream = make_dataset(ds.image_paths, labels, 6, size=32, batch_size=8, sparse=True, training=True,
+                          seed=seed, repeat=factors)
+    return np.concatenate([y.numpy()[:, 0, 0] for _, y in stream.take(n // 8)])
+
+
+def test_repeat_sampling_draws_rare_images_more_often(tiny_iccv09):
+    plain = np.bincount(_image_ids_drawn(tiny_iccv09, None), minlength=6)
+    assert plain.tolist() == [80] * 6  # 80 whole passes of the 6 images
+    drawn = _image_ids_drawn(tiny_iccv09, [3, 1, 1, 1, 0, 1.5])  # a pass holds 3 + 1 + 1 + 1 + 0 + 1.5 on average
+    counts = np.bincount(drawn, minlength=6) / len(drawn)
+    assert counts[4] == 0  # factor 0 drops the image
+    np.testing.assert_allclose(counts, np.array([3, 1, 1, 1, 0, 1.5]) / 7.5, atol=0.04)
+    np.testing.assert_array_equal(drawn, _image_ids_drawn(tiny_iccv09, [3, 1, 1, 1, 0, 1.5]))  # seeded
+    assert not np.array_equal(drawn, _image_ids_drawn(tiny_iccv09, [3, 1, 1, 1, 0, 1.5], seed=1))
+    # copies of an image are spread through the stream, not served back to back
+    assert np.mean(drawn[1:] == drawn[:-1]) < 0.3
+    with pytest.raises(KsegError, match="repeat factors: need 6 finite numbers"):
+        _image_ids_drawn(tiny_iccv09, [1, 1])
+
+
+def test_repeat_threshold_reaches_the_training_stream(tiny_iccv09):
+    _, _, info = iccv09_datasets(tiny_iccv09, mask="regions", size=32, batch_size=2, repeat_threshold=0.9)
+    assert info["repeat_factors"] is not None and len(info["repeat_factors"]) == len(info["train_idx"])
+    _, _, off = iccv09_datasets(tiny_iccv09, mask="regions", size=32, batch_size=2)
+    assert off["repeat_factors"] is None
 
 
 def test_flip_moves_image_and_mask_together(tiny_iccv09):

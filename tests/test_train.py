@@ -153,6 +153,7 @@ def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path, 
     (["--batch-size", "-1"], "bad --batch-size -1"),
     (["--val-split", "1.5"], "bad --val-split 1.5"),
     (["--ema", "1.5"], "bad --ema 1.5: give a momentum between 0 and 1"),
+    (["--repeat-threshold", "-0.5"], "bad --repeat-threshold -0.5: give 0 (off) or a fraction of images"),
     (["--data", "/nonexistent/iccv"], "/nonexistent/iccv: no such file or folder"),
 ])
 def test_user_errors_print_one_line_and_exit_2(args, message, capsys):
@@ -215,3 +216,10 @@ def test_ema_validates_and_checkpoints_the_averaged_weights_and_resumes_from_the
     assert float(resumed.evaluate(x, y, verbose=0)) < float(model().evaluate(x, y, verbose=0))  # but trained
     for avg, b in zip(resumed.optimizer._model_variables_moving_average, averaged):
         np.testing.assert_allclose(np.asarray(avg), b, atol=1e-6)  # the average travels in the optimizer
+
+
+def test_repeat_summary_names_the_repeated_classes():
+    labels = [np.array([[0, 1]]), np.array([[0, 0]]), np.array([[0, -1]]), np.array([[0, 2]])]
+    line = train.repeat_summary(labels, ("a", "b", "c"), 1.0)  # b and c in 1 of 4 images: sqrt(1/0.25) = 2
+    assert line == "b x2.00 (1 images), c x2.00 (1 images); mean image factor 1.50"
+    assert train.repeat_summary(labels, ("a", "b", "c"), 0.2).startswith("no class is rarer than the threshold")
