@@ -463,17 +463,11 @@ def set_bn_momentum(model, momentum: float) -> int:
 def repeat_summary(labels, class_names, threshold: float) -> str:
     """One line on what ``--repeat-threshold`` does to these training ``labels``: each repeated class's factor
     and the mean image factor (how much more often a repeated image is drawn, on average)."""
-    import numpy as np
+    from kseg.data.pipeline import class_repeat_factors
 
-    from kseg.data import repeat_factors
-
-    per_image = repeat_factors(labels, len(class_names), threshold)
-    parts = []
-    for c, name in enumerate(class_names):
-        has = np.array([bool(np.any(np.asarray(lab) == c)) for lab in labels])
-        r = float(np.sqrt(threshold / has.mean())) if has.any() else 1.0
-        if r > 1.0:
-            parts.append(f"{name} x{r:.2f} ({has.sum()} images)")
+    present, per_class = class_repeat_factors(labels, len(class_names), threshold)
+    per_image = (present * per_class).max(1, initial=1.0)
+    parts = [f"{name} x{r:.2f} ({n} images)" for name, r, n in zip(class_names, per_class, present.sum(0)) if r > 1.0]
     return (", ".join(parts) or "no class is rarer than the threshold") + f"; mean image factor {per_image.mean():.2f}"
 
 

@@ -139,6 +139,14 @@ def repeat_factors(labels, num_classes: int, threshold: float) -> np.ndarray:
     (unknown pixels count for none). ``threshold`` 0 gives all ones; e.g. 0.5 on iccv09 regions fold 0 gives
     mountain (in 11% of the images) 2.13 and water (14%) 1.89.
     """
+    present, per_class = class_repeat_factors(labels, num_classes, threshold)
+    return np.where(present, per_class, 1.0).max(1, initial=1.0)
+
+
+def class_repeat_factors(labels, num_classes: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, r)``: which classes each label map holds (``len(labels) x num_classes`` booleans) and each
+    class's repeat factor ``r_c = max(1, sqrt(threshold / f_c))`` (1 for a class in no image); see
+    :func:`repeat_factors`."""
     if not (threshold >= 0 and np.isfinite(threshold)):
         raise KsegError(f"bad repeat threshold {threshold}: give a fraction of images >= 0, e.g. 0.5")
     present = np.zeros((len(labels), num_classes), bool)
@@ -146,9 +154,8 @@ def repeat_factors(labels, num_classes: int, threshold: float) -> np.ndarray:
         lab = np.asarray(lab).ravel()
         present[i, np.unique(lab[(lab >= 0) & (lab < num_classes)]).astype(np.int64)] = True
     freq = present.mean(0) if len(labels) else np.zeros(num_classes)
-    with np.errstate(divide="ignore"):
-        per_class = np.maximum(1.0, np.sqrt(np.where(freq > 0, threshold / np.maximum(freq, 1e-12), 0.0)))
-    return np.where(present, per_class, 1.0).max(1, initial=1.0)
+    ratio = np.divide(threshold, freq, out=np.ones(num_classes), where=freq > 0)  # a class in no image: 1
+    return present, np.maximum(np.sqrt(ratio), 1.0)
 
 
 def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_size: int = 16,
