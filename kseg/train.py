@@ -284,9 +284,9 @@ def run(args) -> dict:
           + (f" (skipped {len(ds.skipped)} unreadable image(s))" if getattr(ds, "skipped", None) else ""),
           flush=True)
     if info.get("repeat_factors") is not None:
-        print("kseg: repeat-factor sampling (--repeat-threshold " + f"{args.repeat_threshold:g}): "
-              + repeat_summary([ds.labels[i] for i in info["train_idx"]], ds.class_names, args.repeat_threshold),
-              flush=True)
+        print(f"kseg: repeat-factor sampling (--repeat-threshold {args.repeat_threshold:g}): "
+              + repeat_summary(ds.class_names, info["class_repeat_factors"], info["class_images"],
+                               info["repeat_factors"]), flush=True)
 
     if strategy is not None:
         train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
@@ -460,15 +460,14 @@ def set_bn_momentum(model, momentum: float) -> int:
     return len(bns)
 
 
-def repeat_summary(labels, class_names, threshold: float) -> str:
-    """One line on what ``--repeat-threshold`` does to these training ``labels``: each repeated class's factor
-    and the mean image factor (how much more often a repeated image is drawn, on average)."""
-    from kseg.data.pipeline import class_repeat_factors
-
-    present, per_class = class_repeat_factors(labels, len(class_names), threshold)
-    per_image = (present * per_class).max(1, initial=1.0)
-    parts = [f"{name} x{r:.2f} ({n} images)" for name, r, n in zip(class_names, per_class, present.sum(0)) if r > 1.0]
-    return (", ".join(parts) or "no class is rarer than the threshold") + f"; mean image factor {per_image.mean():.2f}"
+def repeat_summary(class_names, class_factors, class_images, image_factors) -> str:
+    """One line on what ``--repeat-threshold`` does (the factors :func:`kseg.data.split_datasets` puts in its
+    ``info``): each repeated class's factor and image count, and the mean image factor (how much more often a
+    training image is drawn, on average)."""
+    parts = [f"{name} x{r:.2f} ({n} images)" for name, r, n in zip(class_names, class_factors, class_images)
+             if r > 1.0]
+    mean = f"; mean image factor {image_factors.mean():.2f}"
+    return (", ".join(parts) or "no class is rarer than the threshold") + mean
 
 
 def class_weights(spec, labels, num_classes: int):

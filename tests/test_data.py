@@ -225,8 +225,9 @@ def test_repeat_sampling_draws_rare_images_more_often(tiny_iccv09):
 def test_repeat_threshold_reaches_the_training_stream(tiny_iccv09):
     _, _, info = iccv09_datasets(tiny_iccv09, mask="regions", size=32, batch_size=2, repeat_threshold=0.9)
     assert info["repeat_factors"] is not None and len(info["repeat_factors"]) == len(info["train_idx"])
+    assert len(info["class_repeat_factors"]) == len(info["class_images"]) == 8
     _, _, off = iccv09_datasets(tiny_iccv09, mask="regions", size=32, batch_size=2)
-    assert off["repeat_factors"] is None
+    assert off["repeat_factors"] is None and off["class_repeat_factors"] is None and off["class_images"] is None
 
 
 def test_flip_moves_image_and_mask_together(tiny_iccv09):

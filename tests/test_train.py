@@ -219,7 +219,14 @@ def test_ema_validates_and_checkpoints_the_averaged_weights_and_resumes_from_the
 
 
 def test_repeat_summary_names_the_repeated_classes():
+    from kseg.data.pipeline import class_repeat_factors, image_repeat_factors
+
     labels = [np.array([[0, 1]]), np.array([[0, 0]]), np.array([[0, -1]]), np.array([[0, 2]])]
-    line = train.repeat_summary(labels, ("a", "b", "c"), 1.0)  # b and c in 1 of 4 images: sqrt(1/0.25) = 2
-    assert line == "b x2.00 (1 images), c x2.00 (1 images); mean image factor 1.50"
-    assert train.repeat_summary(labels, ("a", "b", "c"), 0.2).startswith("no class is rarer than the threshold")
+
+    def summary(threshold):
+        present, per_class = class_repeat_factors(labels, 3, threshold)
+        factors = image_repeat_factors(present, per_class)
+        return train.repeat_summary(("a", "b", "c"), per_class, present.sum(0), factors)
+
+    assert summary(1.0) == "b x2.00 (1 images), c x2.00 (1 images); mean image factor 1.50"  # sqrt(1/0.25) = 2
+    assert summary(0.2).startswith("no class is rarer than the threshold")

@@ -139,7 +139,11 @@ def repeat_factors(labels, num_classes: int, threshold: float) -> np.ndarray:
     (unknown pixels count for none). ``threshold`` 0 gives all ones; e.g. 0.5 on iccv09 regions fold 0 gives
     mountain (in 11% of the images) 2.13 and water (14%) 1.89.
     """
-    present, per_class = class_repeat_factors(labels, num_classes, threshold)
+    return image_repeat_factors(*class_repeat_factors(labels, num_classes, threshold))
+
+
+def image_repeat_factors(present: np.ndarray, per_class: np.ndarray) -> np.ndarray:
+    """Each image's factor: the largest of its classes' factors, 1 for an image with no known class."""
     return np.where(present, per_class, 1.0).max(1, initial=1.0)
 
 
@@ -246,7 +250,9 @@ def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float =
     and ``steps_per_epoch``. ``augment`` is a name (see :func:`kseg.data.augment.get`) or a
     callable. ``fold`` (0-4, iccv09 only) replaces the random split by the shipped 5-fold split.
     ``repeat_threshold`` > 0 turns on repeat-factor sampling of the training images (see
-    :func:`repeat_factors`, counted on the training images); ``info["repeat_factors"]`` then holds them.
+    :func:`repeat_factors`, counted on the training images); ``info["repeat_factors"]`` then holds the
+    per-image factors, ``info["class_repeat_factors"]`` the per-class ones and ``info["class_images"]`` how many
+    training images hold each class (all None when off).
     """
     from kseg.data import augment as aug
 
@@ -259,12 +265,16 @@ def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float =
     def pick(idx):
         return [ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx]
 
-    factors = repeat_factors([ds.labels[i] for i in train_idx], ds.num_classes, repeat_threshold) \
-        if repeat_threshold else None
-    train = make_dataset(*pick(train_idx), ds.num_classes, size, batch_size, sparse=sparse, training=True,
+    train_paths, train_labels = pick(train_idx)
+    present = per_class = factors = None
+    if repeat_threshold:
+        present, per_class = class_repeat_factors(train_labels, ds.num_classes, repeat_threshold)
+        factors = image_repeat_factors(present, per_class)
+    train = make_dataset(train_paths, train_labels, ds.num_classes, size, batch_size, sparse=sparse, training=True,
                          augment=aug.get(augment) if isinstance(augment, str) else augment, seed=seed,
                          repeat=factors)
     val = make_dataset(*pick(val_idx), ds.num_classes, size, batch_size, sparse=sparse) if len(val_idx) else None
     steps = -(-len(train_idx) // batch_size)
     return train, val, {"dataset": ds, "train_idx": train_idx, "val_idx": val_idx, "steps_per_epoch": steps,
-                        "repeat_factors": factors}
+                        "repeat_factors": factors, "class_repeat_factors": per_class,
+                        "class_images": None if present is None else present.sum(0)}
