@@ -26,11 +26,21 @@ i.i.d. gradients and a start after 216 steps (3 epochs of 72), 1.4x on the
 first step, 2.9x on the 10th, 1.7x on the 100th; after only 20 steps, about
 0.5x on the first. Each variable then holds one more int64 scalar in the
 optimizer's state: its first step.
+
+``lr_multipliers`` (``{variable path: factor}``, on ``Adam``, ``AdamW`` and
+``SGD``) scales the learning rate of the variables it names, and their
+decoupled weight decay with it, as PyTorch's parameter groups and mmseg's
+``lr_mult`` do: ``kseg.train --encoder-lr-mult 0.1`` gives a pretrained
+encoder's variables a tenth of the decoder's rate. Paths are Keras's
+``variable.path`` (``"Conv1/kernel"``); a variable it does not name keeps
+factor 1. The factors are part of the optimizer's config, so a saved model
+resumes with them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import keras
@@ -109,6 +119,60 @@ class _FusedAdamStep:
             grad=tf.cast(gradient, dtype), use_locking=False, use_nesterov=False)
 
 
+class _LrMultipliers:
+    """Mixin: ``lr_multipliers`` scale some variables' learning rate and weight decay (see the module
+    docstring)."""
+
+    def __init__(self, *args, lr_multipliers: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lr_multipliers = {}
+        for path, factor in dict(lr_multipliers or {}).items():
+            if not (isinstance(factor, (int, float)) and factor > 0 and math.isfinite(factor)):
+                raise ValueError(f"lr_multipliers[{path!r}] = {factor!r}: give a positive number")
+            self.lr_multipliers[str(path)] = float(factor)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        # one Python float per variable, in the optimizer's variable order: nothing extra in the traced step
+        self._lr_factors = [self.lr_multipliers.get(_path(v), 1.0) for v in var_list]
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
+
+    def _lr_factor(self, variable) -> float:
+        if not self.lr_multipliers:
+            return 1.0
+        return self._lr_factors[self._get_variable_index(variable)]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._lr_factor(variable)
+        if factor != 1.0:
+            learning_rate = learning_rate * factor
+        return super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        """Keras's decoupled decay (``w -= w * weight_decay * lr``), with each variable's lr factor."""
+        if self.weight_decay is None or not self.lr_multipliers:
+            return super()._apply_weight_decay(variables)
+        groups = {}
+        for v in variables:
+            groups.setdefault(self._lr_factor(v), []).append(v)
+        decay = self.weight_decay
+        try:
+            for factor, group in groups.items():
+                self.weight_decay = decay * factor  # read when the step is traced: a constant per group
+                super()._apply_weight_decay(group)
+        finally:
+            self.weight_decay = decay
+
+
+def _path(variable) -> str:
+    path = getattr(variable, "path", None)
+    return str(path) if path else str(variable.name).split(":")[0]
+
+
 def _name(variable) -> str:
     return str(getattr(variable, "path", None) or variable.name).replace("/", "_").replace(":", "_")
 
@@ -119,13 +183,20 @@ def _tf_variable(variable):
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-class Adam(_FusedAdamStep, keras.optimizers.Adam):
-    """``keras.optimizers.Adam`` with TensorFlow's fused update (see the module docstring)."""
+class Adam(_LrMultipliers, _FusedAdamStep, keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` with TensorFlow's fused update and optional per-variable steps and learning-rate
+    factors (see the module docstring)."""
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-class AdamW(_FusedAdamStep, keras.optimizers.AdamW):
-    """``keras.optimizers.AdamW`` with TensorFlow's fused update (see the module docstring)."""
+class AdamW(_LrMultipliers, _FusedAdamStep, keras.optimizers.AdamW):
+    """``keras.optimizers.AdamW`` with TensorFlow's fused update and optional per-variable steps and learning-rate
+    factors (see the module docstring)."""
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class SGD(_LrMultipliers, keras.optimizers.SGD):
+    """``keras.optimizers.SGD`` with optional per-variable learning-rate factors (see the module docstring)."""
 
 
 @contextlib.contextmanager

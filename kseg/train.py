@@ -71,6 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the encoder's BatchNorm layers in inference mode (ImageNet statistics, scale and "
                         "offset fixed) while the rest of the encoder trains: DeepLab's fine_tune_batch_norm=False, "
                         "advised for small batches (< 12) on a pretrained encoder")
+    p.add_argument("--encoder-lr-mult", type=float, default=1.0, metavar="M",
+                   help="the encoder's learning rate (and weight decay) as a fraction of --lr, e.g. 0.1 to "
+                        "fine-tune a pretrained encoder more gently than the new decoder (PyTorch parameter "
+                        "groups, mmseg's lr_mult); 1 = one rate for all")
     p.add_argument("--bn-momentum", type=float, default=None,
                    help="momentum of every BatchNorm's moving statistics (Keras builds 0.99, keras.applications "
                         "MobileNetV2 0.999; 0.9 = PyTorch's 0.1 adapts within tens of steps, so short runs "
@@ -156,6 +160,11 @@ def validate(args):
     if args.freeze_encoder_bn and str(args.encoder_weights).lower() in ("none", ""):
         print("kseg: warning: --freeze-encoder-bn without pretrained encoder weights keeps the encoder's "
               "BatchNorm layers at their initial statistics (no normalisation)", file=sys.stderr)
+    if not (args.encoder_lr_mult > 0 and math.isfinite(args.encoder_lr_mult)):
+        raise KsegError(f"bad --encoder-lr-mult {args.encoder_lr_mult}: give a positive number, e.g. 0.1")
+    if args.encoder_lr_mult != 1.0 and args.encoder_freeze:
+        raise KsegError("--encoder-lr-mult scales the encoder's learning rate, but --encoder-freeze does not train "
+                        "it: drop one of the two")
     if args.ema is not None and not 0.0 < args.ema < 1.0:
         raise KsegError(f"bad --ema {args.ema}: give a momentum between 0 and 1, e.g. 0.99")
     if not (args.repeat_threshold >= 0 and math.isfinite(args.repeat_threshold)):
@@ -293,14 +302,20 @@ def run(args) -> dict:
     with distribute.scope(strategy):  # model, optimizer and metrics live on every replica
         model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
                              input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
-                             encoder_freeze=args.encoder_freeze or args.freeze_epochs > 0 or args.freeze_encoder_bn)
+                             encoder_freeze=(args.encoder_freeze or args.freeze_epochs > 0 or args.freeze_encoder_bn
+                                             or args.encoder_lr_mult != 1.0))
         if args.eval_output_stride:  # a model that cannot run at that stride fails now, not after training
             models.with_output_stride(model, args.eval_output_stride)
-        # what --freeze-epochs thaws later: the encoder's layers, frozen by build
-        thaw = [] if args.encoder_freeze else [la for la in model.layers if not la.trainable]
-        if thaw and args.freeze_epochs == 0:  # --freeze-encoder-bn alone: the encoder trains from the start
-            thaw_encoder(thaw, keep_bn_frozen=True)
+        encoder = [la for la in model.layers if not la.trainable]  # frozen by build, if asked to
+        lr_multipliers = encoder_lr_multipliers(encoder, args.encoder_lr_mult, args.freeze_encoder_bn)
+        # what --freeze-epochs thaws later
+        thaw = [] if args.encoder_freeze else encoder
+        if thaw and args.freeze_epochs == 0:  # the encoder trains from the start
+            thaw_encoder(thaw, keep_bn_frozen=args.freeze_encoder_bn)
             thaw = []
+        if lr_multipliers:
+            print(f"kseg: encoder learning rate x{args.encoder_lr_mult:g} ({len(lr_multipliers)} variables)",
+                  flush=True)
         if args.bn_momentum is not None:
             set_bn_momentum(model, args.bn_momentum)
         distribute.sync_batch_norm(model, strategy)
@@ -315,7 +330,7 @@ def run(args) -> dict:
         metrics = [kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)]
         steps = info["steps_per_epoch"]
         optimizer = make_optimizer(args, total_steps=args.epochs * steps, warmup_steps=round(args.warmup * steps),
-                                   late_variables=bool(thaw))
+                                   late_variables=bool(thaw), lr_multipliers=lr_multipliers)
         model.compile(optimizer=optimizer, loss=distribute.replica_loss(loss, strategy),
                       metrics=metrics, jit_compile=jit)
         if thaw:  # the optimizer holds state for the encoder's variables from the start (resume, unfreezing)
@@ -431,23 +446,44 @@ def run_options(args) -> dict:
                 and all(isinstance(x, plain) for x in v) else str(v)) for k, v in sorted(vars(args).items())}
 
 
-def make_optimizer(args, total_steps: int, warmup_steps: int = 0, late_variables: bool = False):
-    """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`); Adam and
-    AdamW are :mod:`kseg.optimizers`' (Keras's, with TensorFlow's fused update kernel). With
-    ``late_variables`` (an encoder that ``--freeze-epochs`` unfreezes later) they count Adam's steps per
-    variable, so the encoder's first updates have Adam's usual size. ``args.ema`` (a momentum) turns on Keras's
-    moving average of the weights (``use_ema``; see :func:`run` for where the averaged weights are used)."""
-    import keras
-
+def make_optimizer(args, total_steps: int, warmup_steps: int = 0, late_variables: bool = False,
+                   lr_multipliers: dict | None = None):
+    """The optimizer ``args`` ask for, with its learning-rate schedule (see :mod:`kseg.schedules`): Adam, AdamW
+    or SGD (momentum 0.9) from :mod:`kseg.optimizers` (Keras's, Adam's with TensorFlow's fused update kernel).
+    With ``late_variables`` (an encoder that ``--freeze-epochs`` unfreezes later) Adam counts its steps per
+    variable, so the encoder's first updates have Adam's usual size. ``lr_multipliers`` ({variable path:
+    factor}, see :func:`encoder_lr_multipliers`) scale those variables' learning rate. ``args.ema`` (a momentum)
+    turns on Keras's moving average of the weights (``use_ema``; see :func:`run` for where the averaged weights
+    are used)."""
     from kseg import optimizers, schedules
 
     lr = schedules.make(args.schedule, args.lr, total_steps, warmup_steps)
-    ema = dict(use_ema=True, ema_momentum=float(args.ema)) if args.ema else {}
+    kw = dict(use_ema=True, ema_momentum=float(args.ema)) if args.ema else {}
+    if lr_multipliers:
+        kw["lr_multipliers"] = lr_multipliers
     if args.optimizer == "adamw":
-        return optimizers.AdamW(lr, weight_decay=args.weight_decay, per_variable_steps=late_variables, **ema)
+        return optimizers.AdamW(lr, weight_decay=args.weight_decay, per_variable_steps=late_variables, **kw)
     if args.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None, **ema)
-    return optimizers.Adam(lr, per_variable_steps=late_variables, **ema)
+        return optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None, **kw)
+    return optimizers.Adam(lr, per_variable_steps=late_variables, **kw)
+
+
+def encoder_lr_multipliers(encoder, factor: float, keep_bn_frozen: bool = False) -> dict:
+    """``{variable path: factor}`` for every variable of the ``encoder`` layers that trains once they are thawed
+    (with ``keep_bn_frozen``, BatchNorm's scale and offset do not); ``{}`` for factor 1. The layers' trainable
+    flags are left as they were (frozen ones are thawed only to list their variables)."""
+    if factor == 1.0:
+        return {}
+    if not encoder:
+        raise KsegError("--encoder-lr-mult: this model has no encoder layers to scale")
+    frozen = [la for la in encoder if not la.trainable]
+    thaw_encoder(frozen, keep_bn_frozen)
+    try:
+        paths = [v.path for la in encoder for v in la.trainable_weights]
+    finally:
+        for la in frozen:
+            la.trainable = False
+    return {p: float(factor) for p in paths}
 
 
 def set_bn_momentum(model, momentum: float) -> int:

@@ -143,3 +143,65 @@ def test_per_variable_steps_are_saved_and_resumed(tmp_path):
     model.fit(x, y, epochs=1, verbose=0)
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- per-variable learning-rate factors
+
+def _two_variables_one_step(opt, grad=1.0, steps=1):
+    """Variables ``enc`` and ``dec`` (same value, same gradient): how far each moved after ``steps`` steps."""
+    enc = keras.Variable(np.full((3, 2), 2.0, "float32"), name="enc")
+    dec = keras.Variable(np.full((3, 2), 2.0, "float32"), name="dec")
+    opt.build([enc, dec])
+    g = tf.constant(np.full((3, 2), grad, "float32"))
+    step = tf.function(lambda: opt.apply([g, g], [enc, dec]))
+    for _ in range(steps):
+        step()
+    return 2.0 - np.asarray(enc), 2.0 - np.asarray(dec)
+
+
+@pytest.mark.parametrize("fused", ["1", "0"])
+@pytest.mark.parametrize("make", [
+    lambda **kw: optimizers.Adam(1e-2, **kw),
+    lambda **kw: optimizers.Adam(1e-2, per_variable_steps=True, **kw),
+    lambda **kw: optimizers.AdamW(1e-2, weight_decay=0.0, **kw),
+    lambda **kw: optimizers.SGD(1e-2, momentum=0.9, **kw),
+])
+def test_lr_multipliers_scale_the_named_variables_steps(make, fused, monkeypatch):
+    monkeypatch.setenv("KSEG_FUSED_ADAM", fused)
+    moved_enc, moved_dec = _two_variables_one_step(make(lr_multipliers={"enc": 0.1}), steps=3)
+    assert np.all(moved_dec > 1e-3)  # the unscaled variable took real steps
+    np.testing.assert_allclose(moved_enc, 0.1 * moved_dec, rtol=1e-4)
+    # without factors both move alike: the difference above is the factor's
+    plain_enc, plain_dec = _two_variables_one_step(make(), steps=3)
+    np.testing.assert_allclose(plain_enc, plain_dec, rtol=1e-6)
+    np.testing.assert_allclose(plain_dec, moved_dec, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ["AdamW", "SGD"])
+def test_lr_multipliers_scale_weight_decay_too(cls):
+    """With a zero gradient only the decoupled decay moves the weights: w * weight_decay * lr * factor."""
+    opt = getattr(optimizers, cls)(1e-2, weight_decay=0.5, lr_multipliers={"enc": 0.1})
+    moved_enc, moved_dec = _two_variables_one_step(opt, grad=0.0)
+    np.testing.assert_allclose(moved_dec, 2.0 * 0.5 * 1e-2, rtol=1e-3)  # float32 differences of 2.0
+    np.testing.assert_allclose(moved_enc, 2.0 * 0.5 * 1e-2 * 0.1, rtol=1e-3)
+    assert opt.weight_decay == 0.5  # restored after the traced step
+
+
+def test_lr_multipliers_are_checked_and_saved_with_the_model(tmp_path):
+    with pytest.raises(ValueError, match="positive"):
+        optimizers.Adam(1e-2, lr_multipliers={"enc": 0.0})
+    inputs = keras.Input((4,))
+    enc = keras.layers.Dense(3, name="enc")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dec")(enc(inputs)))
+    model.compile(optimizers.AdamW(1e-2, weight_decay=1e-3, lr_multipliers={"enc/kernel": 0.1, "enc/bias": 0.1}),
+                  loss="mse")
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+    model.fit(x, y, epochs=2, verbose=0)
+    assert sorted(f for f in model.optimizer._lr_factors) == [0.1, 0.1, 1.0, 1.0]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.optimizer.lr_multipliers == {"enc/kernel": 0.1, "enc/bias": 0.1}
+    loaded.fit(x, y, epochs=1, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

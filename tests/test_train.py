@@ -103,7 +103,8 @@ def test_saved_model_gives_the_keras_models_predictions(trained):
     assert (probs.numpy().argmax(-1) != expected.argmax(-1)).mean() < 1e-3
 
 
-@pytest.mark.parametrize("extra", [[], ["--freeze-epochs", "1", "--optimizer", "adamw", "--ema", "0.5"]])
+@pytest.mark.parametrize("extra", [[], ["--freeze-epochs", "1", "--optimizer", "adamw", "--ema", "0.5"],
+                                   ["--encoder-lr-mult", "0.1", "--optimizer", "sgd"]])
 def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path, extra):
     """A run stopped after epoch 1 of 2 resumes at epoch 2 when the same command runs again, with the
     optimizer's whole state (with --freeze-epochs: its per-variable steps too; with --ema: the averages)."""
@@ -155,6 +156,8 @@ def test_resume_after_interruption_continues_the_history(tiny_iccv09, tmp_path, 
     (["--ema", "1.5"], "bad --ema 1.5: give a momentum between 0 and 1"),
     (["--repeat-threshold", "-0.5"], "bad --repeat-threshold -0.5: give 0 (off) or a fraction of images"),
     (["--data", "/nonexistent/iccv"], "/nonexistent/iccv: no such file or folder"),
+    (["--encoder-lr-mult", "0"], "bad --encoder-lr-mult 0.0: give a positive number"),
+    (["--encoder-lr-mult", "0.1", "--encoder-freeze"], "--encoder-freeze does not train it"),
 ])
 def test_user_errors_print_one_line_and_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -230,3 +233,45 @@ def test_repeat_summary_names_the_repeated_classes():
 
     assert summary(1.0) == "b x2.00 (1 images), c x2.00 (1 images); mean image factor 1.50"  # sqrt(1/0.25) = 2
     assert summary(0.2).startswith("no class is rarer than the threshold")
+
+
+@pytest.mark.parametrize("keep_bn_frozen", [False, True])
+def test_encoder_lr_multipliers_name_the_encoders_trainable_variables(keep_bn_frozen):
+    from kseg import models
+
+    model = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(32, 32, 3), encoder_freeze=True)
+    encoder = [la for la in model.layers if not la.trainable]
+    assert train.encoder_lr_multipliers(encoder, 1.0) == {}
+    got = train.encoder_lr_multipliers(encoder, 0.1, keep_bn_frozen)
+    assert all(not la.trainable for la in encoder)  # left frozen as found
+    assert set(got.values()) == {0.1}
+    decoder_paths = {v.path for v in model.trainable_weights}  # the encoder is frozen: the decoder's alone
+    assert got and not set(got) & decoder_paths
+    encoder_paths = {v.path for la in encoder for v in la.weights}
+    assert set(got) <= encoder_paths
+    assert not any(p.endswith(("moving_mean", "moving_variance")) for p in got)
+    bn_params = {p for p in got if p.endswith(("gamma", "beta"))}
+    assert (not bn_params) if keep_bn_frozen else bn_params
+    kernels = {v.path for la in encoder for v in la.weights if v.path.endswith("kernel")}
+    assert kernels and kernels <= set(got)
+    train.thaw_encoder(encoder, keep_bn_frozen)  # as the run thaws it: then exactly these train beside the decoder
+    assert set(got) | decoder_paths == {v.path for v in model.trainable_weights}
+
+
+def test_encoder_lr_mult_reaches_the_runs_optimizer(tiny_iccv09, tmp_path, capsys):
+    import keras
+
+    import kseg.optimizers  # noqa: F401  (registers the optimizers for loading)
+
+    out = tmp_path / "out"
+    train.main(["--data", str(tiny_iccv09), "--size", "32", "--epochs", "2", "--batch-size", "3",
+                "--backbone", "resnet18", "--freeze-epochs", "1", "--encoder-lr-mult", "0.1", "--out", str(out),
+                "--no-export", "--verbose", "0"])
+    printed = capsys.readouterr().out
+    best = keras.saving.load_model(out / "best.keras")
+    factors = best.optimizer.lr_multipliers
+    assert factors and set(factors.values()) == {0.1}
+    assert f"kseg: encoder learning rate x0.1 ({len(factors)} variables)" in printed
+    kernels = [v.path for v in best.weights if v.path.endswith("kernel")]
+    assert kernels[0] in factors and kernels[-1] not in factors  # the encoder's first convolution, the head's last
+    assert json.loads((out / "metrics.json").read_text())["options"]["encoder_lr_mult"] == 0.1
