@@ -29,6 +29,7 @@ and the resume state then still hold the last good epoch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -334,10 +335,8 @@ def run(args) -> dict:
         model.compile(optimizer=optimizer, loss=distribute.replica_loss(loss, strategy),
                       metrics=metrics, jit_compile=jit)
         if thaw:  # the optimizer holds state for the encoder's variables from the start (resume, unfreezing)
-            thaw_encoder(thaw, keep_bn_frozen=args.freeze_encoder_bn)
-            model.optimizer.build(model.trainable_variables)
-            for la in thaw:
-                la.trainable = False
+            with thawed(thaw, keep_bn_frozen=args.freeze_encoder_bn):
+                model.optimizer.build(model.trainable_variables)
         distribute.build_for_fit(model, strategy, train_ds)
 
     backup = out / ".backup"
@@ -476,14 +475,8 @@ def encoder_lr_multipliers(encoder, factor: float, keep_bn_frozen: bool = False)
         return {}
     if not encoder:
         raise KsegError("--encoder-lr-mult: this model has no encoder layers to scale")
-    frozen = [la for la in encoder if not la.trainable]
-    thaw_encoder(frozen, keep_bn_frozen)
-    try:
-        paths = [v.path for la in encoder for v in la.trainable_weights]
-    finally:
-        for la in frozen:
-            la.trainable = False
-    return {p: float(factor) for p in paths}
+    with thawed([la for la in encoder if not la.trainable], keep_bn_frozen):
+        return {v.path: float(factor) for la in encoder for v in la.trainable_weights}
 
 
 def set_bn_momentum(model, momentum: float) -> int:
@@ -549,6 +542,17 @@ def thaw_encoder(layers_, keep_bn_frozen: bool = False) -> None:
         for la in layers_:
             for bn in batch_norm_layers(la):
                 bn.trainable = False
+
+
+@contextlib.contextmanager
+def thawed(layers_, keep_bn_frozen: bool = False):
+    """Inside the block, the frozen ``layers_`` are thawed (see :func:`thaw_encoder`); after it, frozen again."""
+    thaw_encoder(layers_, keep_bn_frozen)
+    try:
+        yield
+    finally:
+        for la in layers_:
+            la.trainable = False
 
 
 class Unfreeze:
