@@ -356,7 +356,8 @@ def run(args) -> dict:
     # with --ema, validation (Keras swaps on test begin/end) and best.keras see the averaged weights
     swap = keras.callbacks.SwapEMAWeights() if args.ema else None
     recorder = RunRecorder(history_csv, rows, best_path, args.monitor, *_best_so_far(rows, args.monitor),
-                           last_good_epoch=initial_epoch - 1 if initial_epoch else None, ema=swap)
+                           last_good_epoch=initial_epoch - 1 if initial_epoch else None, ema=swap,
+                           thaw=thaw, keep_bn_frozen=args.freeze_encoder_bn)
     callbacks = [recorder, CurvesCallback(history_csv, out / "curves.png"),
                  ResumeState(backup, config, recorder)]
     if swap is not None:
@@ -704,10 +705,13 @@ class RunRecorder:
     """After each epoch: ``history.csv`` (rewritten atomically), then ``best.keras`` if the
     monitored value improved (saved atomically, never for a non-finite loss); after each
     batch: stop the run when the loss is NaN or infinite. ``ema``: a ``keras.callbacks.SwapEMAWeights``
-    of the same fit; ``best.keras`` is then saved with the averaged weights (those it validated)."""
+    of the same fit; ``best.keras`` is then saved with the averaged weights (those it validated).
+    ``thaw``: the encoder layers ``--freeze-epochs`` unfreezes later; a ``best.keras`` saved while they are
+    still frozen is saved thawed (as :func:`thawed` with ``keep_bn_frozen``), so that loading it builds the
+    optimizer the run built (over the whole model) and its state loads, and the model fine-tunes as a whole."""
 
     def __new__(cls, csv_path, rows, best_path, monitor, best=None, best_epoch=None, last_good_epoch=None,
-                ema=None):
+                ema=None, thaw=(), keep_bn_frozen=False):
         import keras
 
         from kseg.optimizers import averaged_weights
@@ -745,7 +749,9 @@ class RunRecorder:
                 better = (self.best is None or (current < self.best if _mode(monitor) == "min"
                                                 else current > self.best))
                 if math.isfinite(current) and better:
-                    with averaged_weights(ema), atomic_path(best_path, "checkpoint") as tmp:
+                    frozen = [la for la in thaw if not la.trainable]
+                    with (averaged_weights(ema), thawed(frozen, keep_bn_frozen),
+                          atomic_path(best_path, "checkpoint") as tmp):
                         self.model.save(tmp)
                     self.best, self.best_epoch = current, epoch
 

@@ -274,3 +274,23 @@ def test_encoder_lr_mult_reaches_the_runs_optimizer(tiny_iccv09, tmp_path, capsy
     kernels = [v.path for v in best.weights if v.path.endswith("kernel")]
     assert kernels[0] in factors and kernels[-1] not in factors  # the encoder's first convolution, the head's last
     assert json.loads((out / "metrics.json").read_text())["options"]["encoder_lr_mult"] == 0.1
+
+
+def test_best_keras_saved_while_the_encoder_is_frozen_loads_with_its_optimizer_state(tiny_iccv09, tmp_path):
+    """--freeze-epochs builds the optimizer over the whole model; a best.keras saved before the unfreeze is
+    saved thawed, so loading it builds that optimizer and loads its state (Keras would otherwise warn
+    "Skipping variable loading for optimizer" and start it afresh) and the model fine-tunes as a whole."""
+    import warnings
+
+    import keras
+
+    out = tmp_path / "out"
+    train.main(["--data", str(tiny_iccv09), "--size", "32", "--epochs", "1", "--batch-size", "3",
+                "--backbone", "resnet18", "--freeze-epochs", "2", "--out", str(out), "--no-export",
+                "--verbose", "0"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best = keras.saving.load_model(out / "best.keras")
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+    assert all(la.trainable for la in best.layers)
+    assert int(best.optimizer.iterations) == 2  # 5 training images in batches of 3: the run's state, not a new one
