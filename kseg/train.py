@@ -476,7 +476,7 @@ def encoder_lr_multipliers(encoder, factor: float, keep_bn_frozen: bool = False)
         return {}
     if not encoder:
         raise KsegError("--encoder-lr-mult: this model has no encoder layers to scale")
-    with thawed([la for la in encoder if not la.trainable], keep_bn_frozen):
+    with thawed(encoder, keep_bn_frozen):
         return {v.path: float(factor) for la in encoder for v in la.trainable_weights}
 
 
@@ -547,12 +547,14 @@ def thaw_encoder(layers_, keep_bn_frozen: bool = False) -> None:
 
 @contextlib.contextmanager
 def thawed(layers_, keep_bn_frozen: bool = False):
-    """Inside the block, the frozen ``layers_`` are thawed (see :func:`thaw_encoder`); after it, frozen again."""
-    thaw_encoder(layers_, keep_bn_frozen)
+    """Inside the block, those of ``layers_`` that are frozen are thawed (see :func:`thaw_encoder`); after
+    it, frozen again (layers already trainable are left as they are)."""
+    frozen = [la for la in layers_ if not la.trainable]
+    thaw_encoder(frozen, keep_bn_frozen)
     try:
         yield
     finally:
-        for la in layers_:
+        for la in frozen:
             la.trainable = False
 
 
@@ -567,12 +569,12 @@ class Unfreeze:
 
         bns = {id(bn) for la in layers_ for bn in batch_norm_layers(la)} if keep_bn_frozen else set()
 
-        def thawed(la):
+        def is_thawed(la):
             return la.trainable or id(la) in bns
 
         class _Unfreeze(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
-                if epoch >= at and not all(thawed(la) for la in layers_):
+                if epoch >= at and not all(is_thawed(la) for la in layers_):
                     thaw_encoder(layers_, keep_bn_frozen)
                     self.model.make_train_function(force=True)
                     print(f"\nkseg: epoch {epoch + 1}: the encoder is unfrozen", flush=True)
@@ -749,8 +751,7 @@ class RunRecorder:
                 better = (self.best is None or (current < self.best if _mode(monitor) == "min"
                                                 else current > self.best))
                 if math.isfinite(current) and better:
-                    frozen = [la for la in thaw if not la.trainable]
-                    with (averaged_weights(ema), thawed(frozen, keep_bn_frozen),
+                    with (averaged_weights(ema), thawed(thaw, keep_bn_frozen),
                           atomic_path(best_path, "checkpoint") as tmp):
                         self.model.save(tmp)
                     self.best, self.best_epoch = current, epoch
