@@ -23,16 +23,15 @@ from __future__ import annotations
 
 from kseg.errors import KsegError
 
-_FINETUNE = dict(model="deeplabv3plus", backbone="mobilenetv2", encoder_weights="imagenet", freeze_epochs=3,
+_FINETUNE = dict(model="deeplabv3plus", backbone="mobilenetv2", encoder_weights="imagenet", freeze_epochs=0,
                  size="256x320", batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="cosine",
                  warmup=1.0, bn_momentum=0.9, augment="strong", loss="ce", monitor="val_miou", fold=0, eval_scales="0.75,1,1.25",
                  eval_flip=True)
 
 RECIPES = {
-    "regions-mobilenetv2": dict(_FINETUNE, mask="regions", freeze_epochs=0, epochs=30, ema=0.99,
-                                eval_scales="0.5,0.75,1,1.25,1.5,1.75"),
-    "surfaces-mobilenetv2": dict(_FINETUNE, mask="surfaces", epochs=20),
-    "regions-scratch": dict(_FINETUNE, mask="regions", encoder_weights=None, freeze_epochs=0, epochs=70),
+    "regions-mobilenetv2": dict(_FINETUNE, mask="regions", epochs=30, ema=0.99, eval_scales="0.5,0.75,1,1.25,1.5,1.75"),
+    "surfaces-mobilenetv2": dict(_FINETUNE, mask="surfaces", freeze_epochs=3, epochs=20),
+    "regions-scratch": dict(_FINETUNE, mask="regions", encoder_weights=None, epochs=70),
 }
 
 
