@@ -39,6 +39,11 @@ TensorFlow version of kseg's own venv, tf-keras) and reuses it after. It runs
 through tf-keras (``TF_USE_LEGACY_KERAS=1``, ``SM_FRAMEWORK=tf.keras``), its
 fastest setting, without XLA (XLA makes it slower, or fails).
 
+The rows of kseg under Keras's ``mixed_bfloat16`` policy run by default only
+where the CPU computes bfloat16 natively (``avx512_bf16`` or AMX in
+/proc/cpuinfo; ``--bf16 on`` / ``off`` to choose): elsewhere bfloat16 is
+emulated and a training worker takes many times longer than float32's.
+
 Throughputs are the best of the repeats (``--repeats``) for each side; all
 repeats are in the JSON too. ``--quick`` takes fewer steps (a smoke test,
 noisy figures).
@@ -312,6 +317,23 @@ def run_worker(python, task, args, log, peer=False, env_extra=None, script=__fil
     return out
 
 
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 natively: ``avx512_bf16`` or AMX (``amx_bf16``) among its flags.
+
+    ``cpuinfo`` is /proc/cpuinfo's text (read when None; False where it cannot be read).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
 def machine() -> dict:
     model = ""
     try:
@@ -343,13 +365,18 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed training steps (default 15, quick 4)")
     p.add_argument("--jit", default="off", choices=("on", "off", "auto"), help="kseg's jit_compile")
     p.add_argument("--no-labels", action="store_true", help="skip the label-loading bench")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false",
-                   help="skip the rows of kseg under Keras's mixed_bfloat16 policy (not kseg's default)")
+    p.add_argument("--bf16", default="auto", choices=("auto", "on", "off"),
+                   help="the rows of kseg under Keras's mixed_bfloat16 policy (not kseg's default); auto: only "
+                        "where /proc/cpuinfo lists avx512_bf16 or AMX, since without them bfloat16 is emulated "
+                        "and a worker takes many times longer than float32")
+    p.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="short for --bf16 off")
     p.add_argument("--ab", action="append", default=[], choices=sorted(AB),
                    help="also time kseg's training with this optimisation off, alternating (repeatable)")
     p.add_argument("--keras-bn", action="store_true", help="short for --ab keras-bn")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"), help="also write the JSON here")
     args = p.parse_args(argv)
+    bf16_mode = args.bf16
+    args.bf16 = bf16_mode == "on" or (bf16_mode == "auto" and native_bf16())
     quick = args.quick
     if args.keras_bn and "keras-bn" not in args.ab:
         args.ab.append("keras-bn")
@@ -369,7 +396,9 @@ def main(argv=None):
     th = ["--threads", str(args.threads)]
     me = sys.executable
     res: dict = {"bench": "speed", "quick": quick, "threads": args.threads, "size": [SIZE, SIZE], "batch": BATCH,
-                 "classes": CLASSES, "machine": machine(), "versions": {}}
+                 "classes": CLASSES, "machine": machine(), "versions": {},
+                 "bf16_rows": f"{'run' if args.bf16 else 'skipped'} (--bf16 {bf16_mode}; native bfloat16 on this "
+                              f"CPU: {native_bf16()})"}
     res["versions"]["tensorflow"] = _tf_version(me)
     res["versions"]["keras_kseg"] = subprocess.run([me, "-c", "import keras; print(keras.__version__)"],
                                                    capture_output=True, text=True).stdout.strip()
