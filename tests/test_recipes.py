@@ -186,7 +186,7 @@ def test_recipe_sets_options_and_the_command_line_wins():
     assert (args.mask, args.model, args.backbone, args.encoder_weights) == ("regions", r["model"], "mobilenetv2",
                                                                             "imagenet")
     assert args.fold == 0 and args.schedule == "cosine" and args.augment == "strong" and args.size == (256, 320)
-    assert args.eval_scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and args.eval_flip
+    assert args.eval_scales == (0.5, 0.75, 1.0, 1.25, 1.5) and args.eval_flip
     assert parse_args(["--recipe", "surfaces-mobilenetv2"]).eval_scales == (0.75, 1.0, 1.25)
     args = parse_args(["--recipe", "regions-mobilenetv2", "--epochs", "2", "--fold", "3", "--size", "128"])
     assert args.epochs == 2 and args.fold == 3 and args.size == (128, 128) and args.mask == "regions"
