@@ -375,8 +375,8 @@ def main(argv=None):
     p.add_argument("--keras-bn", action="store_true", help="short for --ab keras-bn")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"), help="also write the JSON here")
     args = p.parse_args(argv)
-    bf16_mode = args.bf16
-    args.bf16 = bf16_mode == "on" or (bf16_mode == "auto" and native_bf16())
+    bf16_mode, bf16_native = args.bf16, native_bf16()
+    args.bf16 = bf16_mode == "on" or (bf16_mode == "auto" and bf16_native)
     quick = args.quick
     if args.keras_bn and "keras-bn" not in args.ab:
         args.ab.append("keras-bn")
@@ -398,7 +398,7 @@ def main(argv=None):
     res: dict = {"bench": "speed", "quick": quick, "threads": args.threads, "size": [SIZE, SIZE], "batch": BATCH,
                  "classes": CLASSES, "machine": machine(), "versions": {},
                  "bf16_rows": f"{'run' if args.bf16 else 'skipped'} (--bf16 {bf16_mode}; native bfloat16 on this "
-                              f"CPU: {native_bf16()})"}
+                              f"CPU: {bf16_native})"}
     res["versions"]["tensorflow"] = _tf_version(me)
     res["versions"]["keras_kseg"] = subprocess.run([me, "-c", "import keras; print(keras.__version__)"],
                                                    capture_output=True, text=True).stdout.strip()
