@@ -318,20 +318,12 @@ def run_worker(python, task, args, log, peer=False, env_extra=None, script=__fil
 
 
 def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bfloat16 natively: ``avx512_bf16`` or AMX (``amx_bf16``) among its flags.
+    """:func:`kseg.precision.native_bf16`, imported when called: the peer's workers load this file and never
+    import kseg."""
+    import_kseg_first()
+    from kseg.precision import native_bf16 as native
 
-    ``cpuinfo`` is /proc/cpuinfo's text (read when None; False where it cannot be read).
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    return native(cpuinfo)
 
 
 def machine() -> dict:

@@ -10,7 +10,9 @@ uint8 RGB batch (N, H, W, 3) of any H and W, and returns
 Inside, the batch is resized (bilinear) to the model's own input size if it
 has a fixed one, else to the nearest multiples of 32; the model runs (it
 carries its own preprocessing); the probabilities are resized back bilinearly.
-Batch norms that follow a convolution are folded into it (same outputs to
+A model trained under mixed precision is exported as its float32 copy (the same
+weights; bfloat16 serving is emulated, and slow, on CPUs without bfloat16
+instructions, and TFLite rejects it). Batch norms that follow a convolution are folded into it (same outputs to
 float32 rounding, about 5% faster serving; ``--no-fold-bn`` keeps them).
 ``DIR/model.tflite`` (inside the SavedModel folder, which TensorFlow ignores)
 is the same signature converted with ``tf.lite.TFLiteConverter``; skip it with
@@ -85,6 +87,9 @@ def export_saved_model(model, out_dir, tflite: bool = True, verbose: bool = Fals
     import keras
     import tensorflow as tf
 
+    from kseg.models.layers import float32_copy
+
+    model = float32_copy(model)  # a model trained under mixed precision serves in float32
     if fold_bn:
         from kseg.models.layers import fold_batch_norm
 
@@ -131,7 +136,11 @@ def export_tflite(saved_model_dir, path) -> Path:
 
 
 def load_model(path):
-    """Load a ``.keras`` model (safe mode on) for export, evaluation or prediction."""
+    """Load a ``.keras`` model (safe mode on) for export, evaluation or prediction, in float32.
+
+    A model trained under mixed precision (``kseg.train --precision mixed_bfloat16``) comes back as its
+    float32 copy (:func:`kseg.models.layers.float32_copy`: the same float32 weights), so it evaluates and
+    predicts at full speed on any CPU."""
     import keras
 
     import kseg.losses  # noqa: F401  (registers kseg's serialisable losses, metrics and layers)
@@ -142,9 +151,12 @@ def load_model(path):
     if not path.exists():
         raise KsegError(f"{path}: no such model file")
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises many types for a file that is not a model
         raise KsegError(f"{path}: not a loadable Keras model ({type(err).__name__}: {err})") from None
+    from kseg.models.layers import float32_copy
+
+    return float32_copy(model)
 
 
 @cli_entry

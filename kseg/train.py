@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from kseg.errors import KsegError, atomic_path, cli_entry, write_text_atomic
+from kseg.precision import PRECISIONS
 
 DEFAULTS = dict(mask="surfaces", model="unet", backbone="resnet34", loss="ce", epochs=20, batch_size=16,
                 size="224", lr=1e-3, val_split=0.2, seed=42)
@@ -122,6 +123,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (quick tries)")
     p.add_argument("--out", default=None, help="output folder (default runs/<mask>-<model>-<backbone>)")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="off", help="XLA compilation")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="mixed_bfloat16: compute in bfloat16 with float32 weights, about 1.3x faster training on "
+                        "CPUs with bfloat16 instructions (avx512_bf16 or AMX) and recent GPUs, several times "
+                        "slower on others; evaluation and the export run in float32 either way")
     p.add_argument("--strategy", default="auto",
                    help="tf.distribute strategy: auto, none, mirrored (this machine's GPUs), multiworker "
                         "(machines named in TF_CONFIG) or tpu; auto is multiworker with a TF_CONFIG cluster, "
@@ -242,7 +247,22 @@ def run(args) -> dict:
     With ``args.ema`` the optimizer keeps a moving average of the trained weights, and Keras's
     ``SwapEMAWeights`` puts the averaged weights in the model while it validates; ``best.keras`` is saved
     with them (so the final evaluation and the export use them), and the resume state keeps the trained
-    weights with their average (in the optimizer's state), so a resumed run goes on as if never stopped."""
+    weights with their average (in the optimizer's state), so a resumed run goes on as if never stopped.
+
+    The model trains under Keras's dtype policy ``args.precision`` (restored afterwards); what is evaluated
+    and exported at the end is best.keras's float32 copy (:func:`kseg.export.load_model`)."""
+    from kseg import precision
+    from kseg.distribute import gpus
+
+    note = precision.warning(args.precision, gpus=len(gpus())) if args.precision != "float32" else None
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    with precision.policy(args.precision):
+        return _run(args)
+
+
+def _run(args) -> dict:
+    """:func:`run` under its dtype policy."""
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -401,8 +421,9 @@ def run(args) -> dict:
         return {}
 
     from kseg.export import export_saved_model, load_model
+    from kseg.models.layers import float32_copy
 
-    best = load_model(best_path) if best_path.exists() else model
+    best = load_model(best_path) if best_path.exists() else float32_copy(model)
     skipped = list(getattr(ds, "skipped", []) or [])
     extra = {"mask": ds.mask, "model": args.model, "backbone": args.backbone, "epochs": args.epochs,
              "size": list(args.size), "train_images": len(info["train_idx"]), "val_images": len(info["val_idx"]),

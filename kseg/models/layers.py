@@ -383,6 +383,44 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     return folded
 
 
+def float32_copy(model: keras.Model) -> keras.Model:
+    """A float32 copy of ``model`` if any of its layers computes in another dtype, else ``model`` itself.
+
+    Under a mixed precision policy (``mixed_bfloat16``: ``kseg.train --precision``) the variables are
+    float32 and only the computation is not, so the copy holds the very same weights: layers whose
+    config says a mixed policy are rebuilt as float32 ones (nested functional encoders too) and get the
+    originals' weights. What kseg evaluates, predicts with and exports is this copy: bfloat16 is emulated,
+    and several times slower, on CPUs without bfloat16 instructions, and the TFLite converter rejects it.
+    """
+
+    def mixed(m) -> bool:
+        return any(keras.backend.standardize_dtype(la.dtype_policy.compute_dtype) != "float32"
+                   or (isinstance(la, keras.Model) and la is not m and mixed(la)) for la in m.layers)
+
+    if not mixed(model):
+        return model
+    originals: dict[int, object] = {}
+
+    def clone(layer):
+        config = layer.get_config()
+        if "dtype" in config and keras.backend.standardize_dtype(layer.dtype_policy.compute_dtype) != "float32":
+            config["dtype"] = "float32"
+        new = layer.__class__.from_config(config)
+        originals[id(new)] = layer
+        return new
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        original = originals.get(id(layer))
+        if original is not None and original.weights:
+            set_weights(layer, original.get_weights())
+        return out
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
+    copy.name = model.name
+    return copy
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class FusedBatchNormalization(layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` that runs TensorFlow's fused kernel where it can.
