@@ -98,14 +98,21 @@ def test_dynamic_model_resizes_to_nearest_multiple_of_32(tmp_path):
 
 
 def test_kseg_unet_export_serves(tmp_path):
+    import keras
+
     from kseg import models
 
+    keras.utils.set_random_seed(0)
     model = models.build("unet", backbone="resnet18", num_classes=3, input_shape=(64, 64, 3))
     out = export_saved_model(model, tmp_path / "unet", tflite=False)
     serve = tf.saved_model.load(str(out)).signatures["serving_default"]
     images = rand_images(1, 40, 48, seed=4)
     probs = serve(images=tf.constant(images))["probabilities"].numpy()
-    np.testing.assert_allclose(probs, reference(model, images, (64, 64)), atol=1e-4)
+    # an untrained U-Net on raw 0-255 pixels has logits in the thousands: the export's folded batch norms round
+    # them differently by up to a few 1e-4 in probability where two classes are close (seen on AVX-512 CPUs)
+    expected = reference(model, images, (64, 64))
+    np.testing.assert_allclose(probs, expected, atol=1e-3)
+    assert (probs.argmax(-1) != expected.argmax(-1)).mean() < 1e-3
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
 
 
