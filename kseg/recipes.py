@@ -3,8 +3,8 @@
 A recipe is a set of ``kseg.train`` options; any option also given on the
 command line wins (``--recipe regions-mobilenetv2 --epochs 5``). Each is meant
 to finish within 2 hours on a 2-core laptop CPU (``regions-scratch`` did on one with
-AVX-512; by its epoch times it would take about 2.5 hours on a slower AVX-512 one and 4 on an AVX2-only one: see README,
-Results) and evaluates on iccv09 fold 0
+AVX-512; by its epoch times it would take about 2.5 hours on a slower AVX-512 one and 4
+on an AVX2-only one: see README, Results) and evaluates on iccv09 fold 0
 (the shipped 5-fold split, 572 train / 143 validation images) unless ``--fold``
 says otherwise. The README's Results table lists what each one scored.
 
