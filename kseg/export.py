@@ -87,13 +87,10 @@ def export_saved_model(model, out_dir, tflite: bool = True, verbose: bool = Fals
     import keras
     import tensorflow as tf
 
-    from kseg.models.layers import float32_copy
+    from kseg.models.layers import float32_copy, fold_batch_norm
 
-    model = float32_copy(model)  # a model trained under mixed precision serves in float32
-    if fold_bn:
-        from kseg.models.layers import fold_batch_norm
-
-        model = fold_batch_norm(model)
+    # a model trained under mixed precision serves in float32
+    model = fold_batch_norm(model, float32=True) if fold_bn else float32_copy(model)
 
     out_dir = Path(out_dir)
     try:

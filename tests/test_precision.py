@@ -52,7 +52,7 @@ def _compute_dtypes(model) -> set:
 @pytest.mark.parametrize("name,backbone", [("unet", "resnet18"), ("deeplabv3plus", "mobilenetv2")])
 def test_float32_copy_has_the_same_weights_and_computes_in_float32(name, backbone):
     from kseg import models
-    from kseg.models.layers import float32_copy
+    from kseg.models.layers import batch_norm_layers, float32_copy, fold_batch_norm
 
     with precision.policy("mixed_bfloat16"):
         mixed = models.build(name, backbone=backbone, num_classes=3, input_shape=(64, 64, 3))
@@ -70,6 +70,11 @@ def test_float32_copy_has_the_same_weights_and_computes_in_float32(name, backbon
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, np.asarray(reference(x, training=False)), atol=1e-6)
     assert float32_copy(copy) is copy  # a float32 model is returned as it is
+    # export folds batch norms and makes the float32 copy in one clone
+    folded = fold_batch_norm(mixed, float32=True)
+    assert _compute_dtypes(folded) == {"float32"}
+    assert len(batch_norm_layers(folded)) < len(batch_norm_layers(mixed))
+    np.testing.assert_allclose(np.asarray(folded(x, training=False)), got, atol=1e-3)  # float32 rounding
 
 
 @pytest.mark.e2e

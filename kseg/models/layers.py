@@ -335,7 +335,44 @@ def _folded_weights(conv, bn) -> list:
     return [kernel.astype(np.float32), bias.astype(np.float32)]
 
 
-def fold_batch_norm(model: keras.Model) -> keras.Model:
+def _rebuild(model, config_of, weights_of, bypass=frozenset()) -> keras.Model:
+    """A copy of ``model`` (nested functional models too) whose layers are rebuilt from
+    ``config_of(layer)`` and given ``weights_of(layer)``; the layers whose ids are in ``bypass`` are
+    left out (their input passes through)."""
+    originals: dict[int, object] = {}
+
+    def clone(layer):
+        new = layer.__class__.from_config(config_of(layer))
+        originals[id(new)] = layer
+        return new
+
+    def call(layer, *args, **kwargs):
+        original = originals.get(id(layer))
+        if original is not None and id(original) in bypass:
+            return args[0]
+        out = layer(*args, **kwargs)
+        if original is not None and original.weights:
+            set_weights(layer, weights_of(original))
+        return out
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
+    copy.name = model.name
+    return copy
+
+
+def _computes_in_float32(layer) -> bool:
+    return keras.backend.standardize_dtype(layer.dtype_policy.compute_dtype) == "float32"
+
+
+def _float32_config(layer) -> dict:
+    """``layer``'s config, with a float32 dtype policy if it computes in another dtype."""
+    config = layer.get_config()
+    if "dtype" in config and not _computes_in_float32(layer):
+        config["dtype"] = "float32"
+    return config
+
+
+def fold_batch_norm(model: keras.Model, float32: bool = False) -> keras.Model:
     """An inference copy of ``model`` with each batch norm that follows a convolution folded into it.
 
     Conv -> BatchNormalization (inference mode: ``gamma * (x - mean) / sqrt(var + eps) + beta``) is one
@@ -344,43 +381,29 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     kernel. Batch norms that do not directly follow a convolution (ResNet's pre-activation ones after
     an Add, a normalised input) are kept. Nested functional models (keras.applications encoders) are
     folded too. ``model`` itself is not changed; the copy is for inference and export, not training.
+    With ``float32=True`` the copy also computes in float32 where ``model`` computed in another dtype
+    (what :func:`float32_copy` does), in the same single copy.
     """
-    originals: dict[int, object] = {}
     folds: dict[int, object] = {}  # id(original conv) -> its bn
-    skip: set[int] = set()  # ids of folded bn layers
 
     def collect(m):
-        pairs = _foldable_pairs(m)
-        folds.update(pairs)
-        skip.update(id(bn) for bn in pairs.values())
+        folds.update(_foldable_pairs(m))
         for layer in m.layers:
             if isinstance(layer, keras.Model) and hasattr(layer, "_inbound_nodes") and layer.layers:
                 collect(layer)
 
     collect(model)
 
-    def clone(layer):
-        config = layer.get_config()
+    def config_of(layer):
+        config = _float32_config(layer) if float32 else layer.get_config()
         if id(layer) in folds:
             config["use_bias"] = True
-        new = layer.__class__.from_config(config)
-        originals[id(new)] = layer
-        return new
+        return config
 
-    def call(layer, *args, **kwargs):
-        original = originals.get(id(layer))
-        if original is not None and id(original) in skip:
-            return args[0]  # the batch norm is inside the convolution before it now
-        out = layer(*args, **kwargs)
-        if original is not None and original.weights:
-            weights = (_folded_weights(original, folds[id(original)]) if id(original) in folds
-                       else original.get_weights())
-            set_weights(layer, weights)
-        return out
+    def weights_of(layer):
+        return _folded_weights(layer, folds[id(layer)]) if id(layer) in folds else layer.get_weights()
 
-    folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
-    folded.name = model.name
-    return folded
+    return _rebuild(model, config_of, weights_of, bypass={id(bn) for bn in folds.values()})
 
 
 def float32_copy(model: keras.Model) -> keras.Model:
@@ -394,31 +417,11 @@ def float32_copy(model: keras.Model) -> keras.Model:
     """
 
     def mixed(m) -> bool:
-        return any(keras.backend.standardize_dtype(la.dtype_policy.compute_dtype) != "float32"
-                   or (isinstance(la, keras.Model) and la is not m and mixed(la)) for la in m.layers)
+        return any(not _computes_in_float32(la) or (isinstance(la, keras.Model) and mixed(la)) for la in m.layers)
 
     if not mixed(model):
         return model
-    originals: dict[int, object] = {}
-
-    def clone(layer):
-        config = layer.get_config()
-        if "dtype" in config and keras.backend.standardize_dtype(layer.dtype_policy.compute_dtype) != "float32":
-            config["dtype"] = "float32"
-        new = layer.__class__.from_config(config)
-        originals[id(new)] = layer
-        return new
-
-    def call(layer, *args, **kwargs):
-        out = layer(*args, **kwargs)
-        original = originals.get(id(layer))
-        if original is not None and original.weights:
-            set_weights(layer, original.get_weights())
-        return out
-
-    copy = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
-    copy.name = model.name
-    return copy
+    return _rebuild(model, _float32_config, lambda layer: layer.get_weights())
 
 
 @keras.saving.register_keras_serializable(package="kseg")
