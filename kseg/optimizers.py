@@ -174,7 +174,8 @@ def _path(variable) -> str:
 
 
 def _name(variable) -> str:
-    return str(getattr(variable, "path", None) or variable.name).replace("/", "_").replace(":", "_")
+    """``_path(variable)`` as one name (for the optimizer's own variables)."""
+    return _path(variable).replace("/", "_").replace(":", "_")
 
 
 def _tf_variable(variable):
