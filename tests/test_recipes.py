@@ -190,7 +190,8 @@ def test_recipe_sets_options_and_the_command_line_wins():
     assert parse_args(["--recipe", "surfaces-mobilenetv2"]).eval_scales == (0.75, 1.0, 1.25)
     args = parse_args(["--recipe", "regions-mobilenetv2", "--epochs", "2", "--fold", "3", "--size", "128"])
     assert args.epochs == 2 and args.fold == 3 and args.size == (128, 128) and args.mask == "regions"
-    assert parse_args(["--recipe", "regions-scratch"]).encoder_weights is None
+    scratch = parse_args(["--recipe", "regions-scratch"])
+    assert scratch.encoder_weights is None and scratch.size == (224, 288) and scratch.epochs == 70
 
 
 @pytest.mark.parametrize("argv,message", [
