@@ -41,6 +41,7 @@ from pathlib import Path
 
 from kseg.errors import KsegError, atomic_path, cli_entry, write_text_atomic
 from kseg.precision import PRECISIONS
+from kseg.runinfo import RUN_FILE, write_run_info
 
 DEFAULTS = dict(mask="surfaces", model="unet", backbone="resnet34", loss="ce", epochs=20, batch_size=16,
                 size="224", lr=1e-3, val_split=0.2, seed=42)
@@ -62,6 +63,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-format", choices=("iccv09", "folder"), default="iccv09",
                    help="folder: your own images/ + masks/ (see kseg.data.folder; palette.json or classes.txt "
                         "in the folder name the classes)")
+    p.add_argument("--classes", default=None, metavar="NAMES",
+                   help="folder data: class names, comma-separated (id 0 first) or a text file with one a line; "
+                        "default: palette.json, classes.txt, or what the masks hold")
+    p.add_argument("--palette", default=None, metavar="FILE",
+                   help="folder data: a palette file (JSON or text) naming each class and its colour, needed "
+                        "for RGB colour masks whose colours are not to be taken as found")
+    p.add_argument("--ignore-index", default="255", metavar="ID",
+                   help="folder data: the mask value that marks unknown pixels, or 'none'")
+    p.add_argument("--binary", action=argparse.BooleanOptionalAction, default=None,
+                   help="folder data: train foreground against background (one sigmoid output); default: "
+                        "detected from masks that hold two values, such as 0/255 or 0/1")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="binary models: the foreground probability from which a pixel is foreground")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train over a finished run in --out (its outputs are removed first); without it, "
+                        "a finished run is never overwritten")
     p.add_argument("--model", default=DEFAULTS["model"], help="architecture (see kseg.models.list_models())")
     p.add_argument("--backbone", default=DEFAULTS["backbone"], help="encoder (see kseg.models.list_backbones())")
     p.add_argument("--encoder-weights", default=None, help="none, imagenet, or a weights file")
@@ -82,8 +99,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "MobileNetV2 0.999; 0.9 = PyTorch's 0.1 adapts within tens of steps, so short runs "
                         "validate well); default: as built")
     p.add_argument("--loss", default=DEFAULTS["loss"], help="ce, dice, focal, or a sum like dice+focal")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training images")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per training step")
     p.add_argument("--size", default=DEFAULTS["size"], help="H or HxW, multiples of 32")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="(peak) learning rate")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam",
@@ -103,11 +120,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="repeat-factor sampling for rare classes (LVIS, detectron2's REPEAT_THRESHOLD): an image "
                         "is drawn max(1, sqrt(T/f)) times as often, f = the fraction of training images holding "
                         "its rarest class; epochs keep their length; 0 = off")
-    p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"])
+    p.add_argument("--val-split", type=float, default=DEFAULTS["val_split"],
+                   help="the fraction of images held out for validation (a seeded random split)")
     p.add_argument("--fold", type=int, default=None, choices=range(5), metavar="K",
                    help="iccv09 only: validate on fold K (0-4) of kseg's fixed 5-fold split (572/143), "
                         "instead of --val-split")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seed of the split, the shuffling, the augmentation and the initial weights")
     p.add_argument("--augment", default="none",
                    help="none, flip, scale (x0.5-2 and crop), color, strong (= scale,flip,color), or several "
                         "joined by commas")
@@ -199,7 +218,49 @@ def validate(args):
                                         f"{args.backbone}")
     if args.data_format == "folder" and not args.data:
         raise KsegError("--data-format folder needs --data: a folder holding images/ and masks/")
+    folder_only = [f"--{k.replace('_', '-')}" for k in ("classes", "palette", "binary")
+                   if getattr(args, k) is not None]
+    if args.ignore_index != "255":
+        folder_only.append("--ignore-index")
+    if folder_only and args.data_format != "folder":
+        raise KsegError(f"{', '.join(folder_only)}: for your own data (--data-format folder); iccv09's classes "
+                        f"are fixed by --mask")
+    args.ignore_index = parse_ignore_index(args.ignore_index)
+    if not 0.0 < args.threshold < 1.0:
+        raise KsegError(f"bad --threshold {args.threshold}: give a probability between 0 and 1, e.g. 0.5")
     return args
+
+
+def parse_ignore_index(text):
+    """``--ignore-index``: an id in 0..65535, or None for 'none'."""
+    if text is None or str(text).strip().lower() in ("none", ""):
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 65535:
+        raise KsegError(f"bad --ignore-index {text!r}: give the mask value of unknown pixels (e.g. 255) or none")
+    return v
+
+
+def parse_classes(spec):
+    """``--classes``: comma-separated names, or a text file with one name a line; None stays None."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.is_file():
+        try:
+            names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise KsegError(f"{path}: cannot read the class names ({err})") from None
+    else:
+        names = [n.strip() for n in str(spec).split(",") if n.strip()]
+    if not names:
+        raise KsegError(f"bad --classes {spec!r}: give names separated by commas, or a file with one a line")
+    if len(set(names)) != len(names):
+        raise KsegError(f"bad --classes {spec!r}: a class name appears twice")
+    return names
 
 
 def _read_history(csv_path: Path, before_epoch: int) -> list[dict]:
@@ -271,6 +332,7 @@ def _run(args) -> dict:
         probe.unlink()
     except OSError as err:
         raise KsegError(f"{out}: output folder is not writable ({err.strerror})") from None
+    clear_finished_run(out, args.overwrite)
 
     from kseg import distribute
 
@@ -294,12 +356,19 @@ def _run(args) -> dict:
     keras.utils.set_random_seed(args.seed)
     t0 = time.time()
     if args.data_format == "folder":
-        from kseg.data import folder_datasets
+        from kseg.data import folder
+        from kseg.data.pipeline import split_datasets
 
-        train_ds, val_ds, info = folder_datasets(args.data, size=args.size, batch_size=args.batch_size,
-                                                 val_split=args.val_split, seed=args.seed, sparse=args.sparse,
-                                                 augment=args.augment, limit=args.limit,
-                                                 repeat_threshold=args.repeat_threshold)
+        opts = {"binary": args.binary} if args.binary is not None else {}
+        ds = folder(args.data, class_names=parse_classes(args.classes), palette=args.palette,
+                    ignore_index=args.ignore_index, limit=args.limit, **opts)
+        if getattr(ds, "binary", False) and (args.sparse or args.class_weights != "none"):
+            raise KsegError(f"{args.data}: binary masks (foreground against background) train one sigmoid "
+                            f"output: --sparse and --class-weights are for multi-class data; for a rare "
+                            f"foreground use --loss focal or dice+bce")
+        train_ds, val_ds, info = split_datasets(ds, args.size, args.batch_size, args.val_split, args.seed,
+                                                args.sparse, args.augment,
+                                                repeat_threshold=args.repeat_threshold)
     else:
         train_ds, val_ds, info = iccv09_datasets(args.data, mask=args.mask, size=args.size,
                                                  batch_size=args.batch_size, val_split=args.val_split,
@@ -307,7 +376,9 @@ def _run(args) -> dict:
                                                  limit=args.limit, cache_dir=args.cache_dir, quiet=False,
                                                  fold=args.fold, repeat_threshold=args.repeat_threshold)
     ds = info["dataset"]
-    print(f"kseg: {len(ds)} images from {ds.root} ({ds.mask}: {ds.num_classes} classes), "
+    binary = bool(getattr(ds, "binary", False))
+    print(f"kseg: {len(ds)} images from {ds.root} ({ds.mask}: "
+          f"{'binary, ' + ds.class_names[1] + ' against ' + ds.class_names[0] if binary else f'{ds.num_classes} classes'}), "
           f"{len(info['train_idx'])} train / {len(info['val_idx'])} validation"
           f"{f' (fold {args.fold})' if args.fold is not None else ''}, "
           f"{args.size[0]}x{args.size[1]}, loaded in {time.time() - t0:.1f}s"
@@ -321,7 +392,8 @@ def _run(args) -> dict:
     if strategy is not None:
         train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
     with distribute.scope(strategy):  # model, optimizer and metrics live on every replica
-        model = models.build(args.model, backbone=args.backbone, num_classes=ds.num_classes,
+        model = models.build(args.model, backbone=args.backbone, num_classes=1 if binary else ds.num_classes,
+                             activation="sigmoid" if binary else "softmax",
                              input_shape=(*args.size, 3), encoder_weights=args.encoder_weights,
                              encoder_freeze=(args.encoder_freeze or args.freeze_epochs > 0 or args.freeze_encoder_bn
                                              or args.encoder_lr_mult != 1.0))
@@ -348,7 +420,9 @@ def _run(args) -> dict:
         if args.sparse:
             loss = SparseAdapter(loss, ds.num_classes)
         jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
-        metrics = [kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)]
+        metrics = ([kmetrics.PixelAccuracy(2, threshold=args.threshold), kmetrics.MeanIoU(2, threshold=args.threshold),
+                    kmetrics.IoU(2, class_id=1, name="iou_foreground", threshold=args.threshold)] if binary else
+                   [kmetrics.PixelAccuracy(ds.num_classes), kmetrics.MeanIoU(ds.num_classes)])
         steps = info["steps_per_epoch"]
         optimizer = make_optimizer(args, total_steps=args.epochs * steps, warmup_steps=round(args.warmup * steps),
                                    late_variables=bool(thaw), lr_multipliers=lr_multipliers)
@@ -364,6 +438,19 @@ def _run(args) -> dict:
     best_path = out / "best.keras"
     config = {"data_format": args.data_format, "mask": ds.mask, "model": args.model, "backbone": args.backbone,
               "size": list(args.size), "classes": ds.num_classes, "fold": args.fold}
+    if binary:  # a binary run's model has one output channel
+        config["binary"] = True
+    run_info = {"data": str(Path(args.data).resolve()) if args.data else str(ds.root),
+                "data_format": args.data_format, "mask": ds.mask, "class_names": list(ds.class_names),
+                "colors": None if getattr(ds, "colors", None) is None else np.asarray(ds.colors).tolist(),
+                "binary": binary, "threshold": args.threshold if binary else None,
+                "ignore_index": args.ignore_index if args.data_format == "folder" else None,
+                "size": list(args.size), "val_split": args.val_split, "seed": args.seed, "fold": args.fold,
+                "limit": args.limit, "train_ids": [ds.ids[i] for i in info["train_idx"]],
+                "val_ids": [ds.ids[i] for i in info["val_idx"]], "model": args.model, "backbone": args.backbone,
+                "recipe": args.recipe, "finished": False}
+    if chief:
+        write_run_info(out, run_info)
     if args.ema:  # the optimizer's state then holds the averages: resuming needs the same
         config["ema"] = args.ema
     state = read_resume_state(backup, config)
@@ -446,13 +533,19 @@ def _run(args) -> dict:
         print(f"kseg: at native resolution with scales {','.join(f'{v:g}' for v in scales)}"
               f"{' and flips' if args.eval_flip else ''}{stride}: pixel accuracy {native['pixel_accuracy']:.4f}, "
               f"mean class accuracy {native['mean_accuracy']:.4f}, mIoU {native['miou']:.4f}", flush=True)
-    report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json", extra=extra)
-    save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png")
+    threshold = args.threshold if binary else None
+    report = evaluate_to_json(best, val_ds, ds.class_names, out / "metrics.json", extra=extra, threshold=threshold)
+    save_predictions(best, ds, info["val_idx"], args.size, out / "predictions.png", threshold=threshold)
     if not args.no_export:
         export_saved_model(best, out / "saved_model", tflite=not args.no_tflite)
+    else:  # a SavedModel of an earlier model would be out of step with this best.keras
+        shutil.rmtree(out / "saved_model", ignore_errors=True)
+    write_run_info(out, {**run_info, "finished": True})
     shutil.rmtree(backup, ignore_errors=True)  # every output is written: nothing left to resume
     note = f"; skipped {len(skipped)} unreadable image(s): {_names(skipped)}" if skipped else ""
-    print(f"kseg: validation pixel accuracy {report['pixel_accuracy']:.4f}, mIoU {report['miou']:.4f} "
+    fg = (f", foreground IoU {report['iou'][ds.class_names[1]] or 0.0:.4f} (threshold {args.threshold:g})"
+          if binary else "")
+    print(f"kseg: validation pixel accuracy {report['pixel_accuracy']:.4f}, mIoU {report['miou']:.4f}{fg} "
           f"(best.keras); outputs in {out}{note}", flush=True)
     np.random.seed(None)
     distribute.barrier(strategy)  # the other workers wait for these outputs
@@ -622,8 +715,11 @@ class SparseAdapter:
         return _Sparse()
 
 
-def evaluate_to_json(model, val_ds, class_names, path, extra=None) -> dict:
-    """Confusion matrix of ``model`` over ``val_ds`` (:func:`kseg.evaluate.evaluate`) → scores → ``path`` (JSON)."""
+def evaluate_to_json(model, val_ds, class_names, path, extra=None, threshold=None) -> dict:
+    """Confusion matrix of ``model`` over ``val_ds`` (:func:`kseg.evaluate.evaluate`) → scores → ``path`` (JSON).
+
+    ``threshold``: a binary model's (one sigmoid output) foreground threshold; its targets are one channel of
+    0 / 1 with any other value unknown, and its confusion matrix is 2 x 2 (background, foreground)."""
     import numpy as np
 
     from kseg.evaluate import evaluate
@@ -634,11 +730,20 @@ def evaluate_to_json(model, val_ds, class_names, path, extra=None) -> dict:
     def batches():
         for x, y in val_ds:
             y = y.numpy()
-            if y.ndim == 4 and y.shape[-1] == c:  # one-hot: an all-zero row is unknown
+            if threshold is not None:  # binary: 0, 1, anything else unknown
+                y = y[..., 0] if y.ndim == 4 else y
+                y = np.where((y == 0) | (y == 1), y, -1).astype(np.int64)
+            elif y.ndim == 4 and y.shape[-1] == c:  # one-hot: an all-zero row is unknown
                 y = np.where(y.max(-1) > 0, y.argmax(-1), -1)
             yield x.numpy(), y
 
-    cm = evaluate(lambda x: np.asarray(model.predict_on_batch(x)), batches(), c, worst=0)["cm"]
+    def predict(x):
+        out = np.asarray(model.predict_on_batch(x))
+        if threshold is not None:
+            return (out[..., 0] >= threshold).astype(np.int64)
+        return out
+
+    cm = evaluate(predict, batches(), c, worst=0)["cm"]
     report = scores(cm, class_names)
     report["confusion_matrix"] = cm.tolist()
     report.update(extra or {})
@@ -646,7 +751,7 @@ def evaluate_to_json(model, val_ds, class_names, path, extra=None) -> dict:
     return report
 
 
-def save_predictions(model, ds, val_idx, size, path, n: int = 4) -> None:
+def save_predictions(model, ds, val_idx, size, path, n: int = 4, threshold=None) -> None:
     """The tutorial's picture: a few validation images, their truth and the model's prediction."""
     import numpy as np
     import tensorflow as tf
@@ -663,9 +768,42 @@ def save_predictions(model, ds, val_idx, size, path, n: int = 4) -> None:
         lab = tf.image.resize(ds.labels[i][..., None], size, method="nearest").numpy()[..., 0]
         images.append(img)
         truths.append(lab)
-    preds = np.argmax(model.predict(np.stack(images), verbose=0), -1)
+    out = model.predict(np.stack(images), verbose=0)
+    preds = (out[..., 0] >= threshold).astype(np.int64) if threshold is not None else np.argmax(out, -1)
     colors = getattr(ds, "colors", None)  # a folder dataset's palette file, if it had one
     save_prediction_grid(path, images, truths, preds, ds.class_names, ds.mask if colors is None else colors)
+
+
+RUN_OUTPUTS = ("best.keras", "history.csv", "curves.png", "predictions.png", "metrics.json", "saved_model",
+               RUN_FILE, ".backup")
+
+
+def clear_finished_run(out: Path, overwrite: bool = False) -> None:
+    """Refuse to train over a finished run in ``out`` unless ``overwrite``; with it, remove the run's outputs.
+
+    A run is finished when its ``run.json`` says so, or (a run folder of an older kseg) when it holds
+    ``best.keras`` and ``metrics.json`` and no resume state. An interrupted run (a ``.backup`` folder) is not
+    finished: the same command resumes it, and ``overwrite`` starts it over."""
+    info = None
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((out / RUN_FILE).read_text())
+    finished = (bool(info.get("finished")) if isinstance(info, dict)
+                else (out / "best.keras").exists() and (out / "metrics.json").exists()
+                and not (out / ".backup").exists())
+    present = [n for n in RUN_OUTPUTS if (out / n).exists()]
+    if finished and not overwrite:
+        shown = ", ".join(n + ("/" if (out / n).is_dir() else "") for n in present if n != ".backup")
+        raise KsegError(f"{out}: holds a finished run ({shown}); pass --overwrite to train over it "
+                        f"(its outputs are removed first), or choose another --out")
+    if overwrite and present:
+        for n in present:
+            target = out / n
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        print(f"kseg: --overwrite: removed {'the finished' if finished else 'the interrupted'} run's outputs "
+              f"in {out} ({', '.join(present)})", flush=True)
 
 
 def _names(paths, n: int = 3) -> str:

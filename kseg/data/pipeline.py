@@ -5,6 +5,8 @@ Conventions (see DESIGN.md):
 - images are float32 RGB in [0, 255]; the model does its own preprocessing;
 - label maps hold class ids with -1 for unknown; one-hot targets encode an
   unknown pixel as an all-zero row, sparse targets as :data:`IGNORE_INDEX`;
+  binary targets (a dataset of background 0 and foreground 1, for a model with
+  one sigmoid output) have one channel: 0, 1, or :data:`IGNORE_INDEX`;
 - height and width are multiples of 32.
 """
 
@@ -65,6 +67,14 @@ def to_one_hot(labels, num_classes: int):
     labels = tf.cast(labels, tf.int32)
     labels = tf.where(labels >= num_classes, -1, labels)
     return tf.one_hot(labels, num_classes, dtype=tf.float32)
+
+
+def to_binary(labels):
+    """Binary targets (..., 1) float32: 1 = foreground, 0 = background, IGNORE_INDEX for every other id
+    (unknown pixels, -1)."""
+    labels = tf.cast(labels, tf.int32)
+    known = (labels == 0) | (labels == 1)
+    return tf.cast(tf.where(known, labels, IGNORE_INDEX), tf.float32)[..., None]
 
 
 def split_indices(n: int, val_split: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +174,7 @@ def class_repeat_factors(labels, num_classes: int, threshold: float) -> tuple[np
 
 def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_size: int = 16,
                  sparse: bool = False, training: bool = False, augment=None, seed: int = 42,
-                 cache: bool = True, repeat: np.ndarray | None = None) -> tf.data.Dataset:
+                 cache: bool = True, repeat: np.ndarray | None = None, binary: bool = False) -> tf.data.Dataset:
     """Build a ``tf.data.Dataset`` of ``(image, target)`` batches.
 
     ``image_paths``: image files; ``labels``: matching int label maps (-1 unknown)
@@ -181,7 +191,8 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     ``r_i - floor(r_i)`` (seeded), reshuffled so copies are not adjacent; the
     stream is still cut into epochs of ``ceil(n / batch_size)`` steps, so rare
     images are seen more often for the same training time. Finally targets are
-    encoded (one-hot or sparse), batched and prefetched.
+    encoded (one-hot or sparse; with ``binary=True`` one channel of 0 / 1 with
+    :data:`IGNORE_INDEX` for unknown pixels, see :func:`to_binary`), batched and prefetched.
     """
     h, w = check_size(size)
     if len(image_paths) != len(labels):
@@ -232,7 +243,10 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     def encode(img, lab):
         img = tf.cast(img, tf.float32)
         lab = lab[..., 0]
-        target = to_sparse(lab) if sparse else to_one_hot(lab, num_classes)
+        if binary:
+            target = to_binary(lab)
+        else:
+            target = to_sparse(lab) if sparse else to_one_hot(lab, num_classes)
         return img, target
 
     ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -241,7 +255,8 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
 
 
 def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float = 0.2, seed: int = 42,
-                   sparse: bool = False, augment=None, fold: int | None = None, repeat_threshold: float = 0.0):
+                   sparse: bool = False, augment=None, fold: int | None = None, repeat_threshold: float = 0.0,
+                   binary: bool | None = None):
     """Split a loaded dataset (``image_paths``, ``labels``, ``num_classes``) and build its pipelines.
 
     Returns ``(train_ds, val_ds, info)``: ``train_ds`` repeats without end (train
@@ -252,11 +267,14 @@ def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float =
     ``repeat_threshold`` > 0 turns on repeat-factor sampling of the training images (see
     :func:`repeat_factors`, counted on the training images); ``info["repeat_factors"]`` then holds the
     per-image factors, ``info["class_repeat_factors"]`` the per-class ones and ``info["class_images"]`` how many
-    training images hold each class (all None when off).
+    training images hold each class (all None when off). ``binary`` (default: the dataset's own ``binary``
+    flag) gives one-channel binary targets (:func:`to_binary`) for a model with one sigmoid output.
     """
     from kseg.data import augment as aug
 
     size = check_size(size)
+    if binary is None:
+        binary = bool(getattr(ds, "binary", False))
     if fold is not None:
         train_idx, val_idx = fold_indices(ds.ids, fold)
     else:
@@ -272,8 +290,9 @@ def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float =
         factors = image_repeat_factors(present, per_class)
     train = make_dataset(train_paths, train_labels, ds.num_classes, size, batch_size, sparse=sparse, training=True,
                          augment=aug.get(augment) if isinstance(augment, str) else augment, seed=seed,
-                         repeat=factors)
-    val = make_dataset(*pick(val_idx), ds.num_classes, size, batch_size, sparse=sparse) if len(val_idx) else None
+                         repeat=factors, binary=binary)
+    val = (make_dataset(*pick(val_idx), ds.num_classes, size, batch_size, sparse=sparse, binary=binary)
+           if len(val_idx) else None)
     steps = -(-len(train_idx) // batch_size)
     return train, val, {"dataset": ds, "train_idx": train_idx, "val_idx": val_idx, "steps_per_epoch": steps,
                         "repeat_factors": factors, "class_repeat_factors": per_class,
