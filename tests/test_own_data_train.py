@@ -115,3 +115,28 @@ def test_classes_option_takes_names_or_a_file(tmp_path):
     assert train.parse_classes(str(f)) == ["background", "road"]
     with pytest.raises(train.KsegError, match="appears twice"):
         train.parse_classes("a,a")
+
+
+@pytest.mark.parametrize("fmt", ["0/255"])
+def test_binary_masks_train_foreground_against_background_end_to_end(fmt, tmp_path, capsys):
+    """0/255 masks (the commonest binary format): detected as binary, said in one line, trained as one sigmoid
+    output, scored on the foreground; a short run on shapes-on-noise reaches foreground IoU >= 0.8."""
+    import keras
+
+    data = make_shapes(tmp_path / "shapes", n=40, fmt=fmt)
+    out = tmp_path / "run"
+    assert _train(["--data-format", "folder", "--data", data, "--out", out, "--size", "64", "--epochs", "12",
+                   "--batch-size", "8", "--model", "unet", "--backbone", "plain", "--lr", "3e-3", "--loss",
+                   "dice+bce", "--no-tflite", "--verbose", "0", "--monitor", "val_iou_foreground"]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "binary segmentation (255 = foreground, 0 = background)" in said
+    assert "(folder: binary, foreground against background)" in said
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_names"] == ["background", "foreground"]
+    assert metrics["iou"]["foreground"] >= 0.8, metrics["iou"]
+    assert "foreground IoU" in said
+    info = json.loads((out / "run.json").read_text())
+    assert info["binary"] is True and info["threshold"] == 0.5 and info["finished"] is True
+    model = keras.saving.load_model(out / "best.keras", compile=False)
+    assert model.outputs[0].shape[-1] == 1
