@@ -20,6 +20,19 @@ A class absent from both truth and prediction is left out of every mean (and a
 per-class metric of such a class is NaN). :func:`segmentation_metrics` returns
 them all for ``compile``. :func:`confusion_matrix` and :func:`scores` do the same
 in NumPy for reports.
+
+Binary models (one output channel, the foreground probability ``p``): build the
+metrics with ``num_classes=2`` (class 0 background, class 1 foreground). The
+predicted class of a pixel is ``p >= threshold`` (constructor argument
+``threshold``, default 0.5, saved with the metric); targets are 1-channel or
+sparse maps of 0 / 1, and any other value (255, -1, a soft value) is ignored;
+the confusion matrix is 2 x 2. The headline score is the foreground IoU,
+``IoU(2, class_id=1)``. :func:`binary_metrics` returns the usual binary set
+(pixel accuracy, foreground IoU, Dice, precision and recall, mIoU), and
+``segmentation_metrics(2, binary=True)`` the full set plus the foreground scores.
+:func:`binary_labels` turns a probability map into class ids in NumPy.
+A 1-channel prediction with ``num_classes`` other than 2 raises
+:class:`kseg.errors.KsegError`.
 """
 
 from __future__ import annotations
@@ -28,9 +41,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from kseg.errors import KsegError
 
-def _labels(y_true, y_pred, num_classes):
-    """Flattened (true, pred, valid) from one-hot or sparse targets and probabilities."""
+
+
+def _labels(y_true, y_pred, num_classes, threshold=0.5):
+    """Flattened (true, pred, valid) from one-hot or sparse targets and probabilities
+    (for a 1-channel ``y_pred``: the foreground probability, class ``p >= threshold``)."""
+    if y_pred.shape[-1] == 1:
+        return _binary_labels(y_true, y_pred, num_classes, threshold)
     pred = ops.argmax(y_pred, axis=-1)
     if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == num_classes and num_classes > 1:
         true = ops.argmax(y_true, axis=-1)
@@ -46,18 +65,51 @@ def _labels(y_true, y_pred, num_classes):
     return true, pred, valid
 
 
-class ConfusionMatrixMetric(keras.metrics.Metric):
-    """Base: accumulates the confusion matrix; subclasses turn it into a score."""
+def _binary_labels(y_true, y_pred, num_classes, threshold):
+    if num_classes != 2:
+        raise KsegError(f"a metric for {num_classes} classes got 1-channel predictions (a binary model): "
+                        "build the metrics of a binary model with num_classes=2 (background, foreground)")
+    pred = ops.cast(ops.cast(y_pred[..., 0], "float32") >= threshold, "int32")
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 2:  # one-hot (background, foreground)
+        true = ops.argmax(y_true, axis=-1)
+        valid = ops.max(y_true, axis=-1) > 0
+    else:
+        if len(y_true.shape) == len(y_pred.shape):
+            if y_true.shape[-1] not in (1, None):
+                raise KsegError(f"a binary metric got 1-channel predictions but {y_true.shape[-1]}-channel "
+                                "targets: give 1-channel targets (0 background, 1 foreground)")
+            y_true = ops.squeeze(y_true, -1)
+        t = ops.cast(y_true, "float32")
+        valid = (t == 0.0) | (t == 1.0)  # 255, -1 and soft values are ignored
+        true = ops.cast(ops.where(valid, t, 0.0), "int32")
+    return (ops.reshape(ops.cast(true, "int32"), (-1,)), ops.reshape(pred, (-1,)),
+            ops.reshape(valid, (-1,)))
 
-    def __init__(self, num_classes: int, name=None, dtype=None):
+
+def _check_threshold(threshold):
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise KsegError(f"threshold {threshold} is not a probability: give a value in [0, 1]")
+    return threshold
+
+
+class ConfusionMatrixMetric(keras.metrics.Metric):
+    """Base: accumulates the confusion matrix; subclasses turn it into a score.
+
+    ``threshold`` applies to 1-channel predictions (a binary model, ``num_classes=2``):
+    a pixel is foreground when its probability is ``>= threshold``.
+    """
+
+    def __init__(self, num_classes: int, name=None, dtype=None, threshold: float = 0.5):
         super().__init__(name=name, dtype=dtype)
         self.num_classes = int(num_classes)
+        self.threshold = _check_threshold(threshold)
         self.matrix = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
                                         dtype="int64", name="confusion_matrix")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         c = self.num_classes
-        true, pred, valid = _labels(y_true, y_pred, c)
+        true, pred, valid = _labels(y_true, y_pred, c, self.threshold)
         idx = ops.where(valid, true * c + pred, c * c)
         counts = ops.bincount(idx, minlength=c * c + 1)[: c * c]
         self.matrix.assign_add(ops.cast(ops.reshape(counts, (c, c)), "int64"))
@@ -66,7 +118,8 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         self.matrix.assign(ops.zeros((self.num_classes, self.num_classes), "int64"))
 
     def get_config(self):
-        return {"num_classes": self.num_classes, "name": self.name, "dtype": self.dtype}
+        return {"num_classes": self.num_classes, "name": self.name, "dtype": self.dtype,
+                "threshold": self.threshold}
 
     def _cm(self):
         return ops.cast(self.matrix, "float32")
@@ -95,12 +148,12 @@ class ClassScoreMetric(ConfusionMatrixMetric):
 
     prefix = ""
 
-    def __init__(self, num_classes, class_id=None, name=None, dtype=None):
+    def __init__(self, num_classes, class_id=None, name=None, dtype=None, threshold=0.5):
         if class_id is not None and not 0 <= int(class_id) < int(num_classes):
             raise ValueError(f"class_id {class_id} out of range for {num_classes} classes")
         if name is None:
             name = f"mean_{self.prefix}" if class_id is None else f"{self.prefix}_{class_id}"
-        super().__init__(num_classes, name=name, dtype=dtype)
+        super().__init__(num_classes, name=name, dtype=dtype, threshold=threshold)
         self.class_id = None if class_id is None else int(class_id)
 
     def per_class(self, tp, truth, pred, union):
@@ -133,8 +186,8 @@ class IoU(ClassScoreMetric):
 class MeanIoU(IoU):
     """mIoU: mean over classes present (in truth or prediction) of TP / (TP + FP + FN)."""
 
-    def __init__(self, num_classes, name="miou", dtype=None, class_id=None):
-        super().__init__(num_classes, class_id=class_id, name=name, dtype=dtype)
+    def __init__(self, num_classes, name="miou", dtype=None, class_id=None, threshold=0.5):
+        super().__init__(num_classes, class_id=class_id, name=name, dtype=dtype, threshold=threshold)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -174,8 +227,8 @@ class Recall(ClassScoreMetric):
 class PixelAccuracy(ConfusionMatrixMetric):
     """Pixel accuracy: correctly labelled valid pixels / valid pixels."""
 
-    def __init__(self, num_classes, name="pixel_accuracy", dtype=None):
-        super().__init__(num_classes, name=name, dtype=dtype)
+    def __init__(self, num_classes, name="pixel_accuracy", dtype=None, threshold=0.5):
+        super().__init__(num_classes, name=name, dtype=dtype, threshold=threshold)
 
     def result(self):
         cm = self._cm()
@@ -186,8 +239,8 @@ class PixelAccuracy(ConfusionMatrixMetric):
 class MeanClassAccuracy(ConfusionMatrixMetric):
     """Mean class accuracy (FCN): mean over the classes in the truth of TP_c / |truth_c|."""
 
-    def __init__(self, num_classes, name="mean_accuracy", dtype=None):
-        super().__init__(num_classes, name=name, dtype=dtype)
+    def __init__(self, num_classes, name="mean_accuracy", dtype=None, threshold=0.5):
+        super().__init__(num_classes, name=name, dtype=dtype, threshold=threshold)
 
     def result(self):
         tp, truth, _, _ = _iou_terms(self._cm())
@@ -199,25 +252,57 @@ class MeanClassAccuracy(ConfusionMatrixMetric):
 class FrequencyWeightedIoU(ConfusionMatrixMetric):
     """Frequency-weighted IoU (FCN): sum_c (|truth_c| / N) IoU_c."""
 
-    def __init__(self, num_classes, name="fw_iou", dtype=None):
-        super().__init__(num_classes, name=name, dtype=dtype)
+    def __init__(self, num_classes, name="fw_iou", dtype=None, threshold=0.5):
+        super().__init__(num_classes, name=name, dtype=dtype, threshold=threshold)
 
     def result(self):
         tp, truth, _, union = _iou_terms(self._cm())
         return ops.sum(truth * _ratio(tp, union)) / ops.maximum(ops.sum(truth), 1.0)
 
 
-def segmentation_metrics(num_classes: int, class_names=None, per_class: bool = False) -> list:
+def segmentation_metrics(num_classes: int, class_names=None, per_class: bool = False, binary: bool = False,
+                         threshold: float = 0.5) -> list:
     """The full set for ``model.compile(metrics=...)``: pixel accuracy, mean class accuracy,
     mIoU, frequency-weighted IoU, mean Dice, precision and recall; with ``per_class=True``
-    also IoU per class, named ``iou_<class name>``."""
-    out = [PixelAccuracy(num_classes), MeanClassAccuracy(num_classes), MeanIoU(num_classes),
-           FrequencyWeightedIoU(num_classes), DiceScore(num_classes), Precision(num_classes),
-           Recall(num_classes)]
+    also IoU per class, named ``iou_<class name>``.
+
+    ``binary=True`` (a 1-channel model; ``num_classes`` must be 2) adds the foreground's
+    scores ``iou_foreground``, ``dice_foreground``, ``precision_foreground`` and
+    ``recall_foreground``; ``threshold`` is the foreground probability from which a pixel
+    counts as foreground. A per-class name equal to one of these is not repeated.
+    """
+    if binary and int(num_classes) != 2:
+        raise KsegError(f"binary metrics take num_classes=2 (background, foreground), not {num_classes}")
+    kw = {"threshold": threshold}
+    out = [PixelAccuracy(num_classes, **kw), MeanClassAccuracy(num_classes, **kw), MeanIoU(num_classes, **kw),
+           FrequencyWeightedIoU(num_classes, **kw), DiceScore(num_classes, **kw), Precision(num_classes, **kw),
+           Recall(num_classes, **kw)]
+    if binary:
+        out += _foreground_metrics(threshold)
     if per_class:
         names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        out += [IoU(num_classes, k, name="iou_" + "_".join(str(names[k]).split())) for k in range(num_classes)]
+        taken = {m.name for m in out}
+        for k in range(num_classes):
+            name = "iou_" + "_".join(str(names[k]).split())
+            if name not in taken:
+                out.append(IoU(num_classes, k, name=name, **kw))
     return out
+
+
+def _foreground_metrics(threshold):
+    return [IoU(2, 1, name="iou_foreground", threshold=threshold),
+            DiceScore(2, 1, name="dice_foreground", threshold=threshold),
+            Precision(2, 1, name="precision_foreground", threshold=threshold),
+            Recall(2, 1, name="recall_foreground", threshold=threshold)]
+
+
+def binary_metrics(threshold: float = 0.5) -> list:
+    """The metrics of a binary model, for ``compile``: ``pixel_accuracy``, ``iou_foreground``
+    (the headline score), ``dice_foreground``, ``precision_foreground``, ``recall_foreground``
+    (the foreground's) and ``miou`` (mean of background and foreground IoU). A pixel is
+    predicted foreground when its probability is ``>= threshold``."""
+    fg = _foreground_metrics(threshold)
+    return [PixelAccuracy(2, threshold=threshold), *fg, MeanIoU(2, threshold=threshold)]
 
 
 # --------------------------------------------------------------------------- NumPy
@@ -233,6 +318,19 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     if ok.any() and (p[ok].min() < 0 or p[ok].max() >= num_classes):
         raise ValueError(f"predicted class ids must lie in [0, {num_classes})")
     return np.bincount(t[ok] * num_classes + p[ok], minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def binary_labels(prob, threshold: float = 0.5) -> np.ndarray:
+    """Class ids (0 background, 1 foreground) of a binary model's foreground probabilities:
+    ``prob >= threshold`` as int64. A trailing channel axis of size 1 ((N, H, W, 1) or
+    (H, W, 1)) is dropped; a 4-D array with more channels raises :class:`KsegError`."""
+    threshold = _check_threshold(threshold)
+    p = np.asarray(prob)
+    if p.ndim == 4 and p.shape[-1] != 1:
+        raise KsegError(f"binary_labels takes 1-channel foreground probabilities, got {p.shape[-1]} channels")
+    if p.ndim >= 3 and p.shape[-1] == 1:
+        p = p[..., 0]
+    return (p >= threshold).astype(np.int64)
 
 
 def scores(cm, class_names=None) -> dict:

@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from conftest import PRED_5x5, TRUTH_5x5
 from kseg import metrics as M
+from kseg.errors import KsegError
 
 
 
@@ -270,3 +271,151 @@ def test_metrics_serialise_and_load_with_a_keras_file(tmp_path):
     for m in metrics:
         clone = keras.metrics.deserialize(keras.metrics.serialize(m))
         assert type(clone) is type(m) and clone.get_config() == m.get_config()
+
+
+# --------------------------------------------------------------------------- binary (1-channel) models
+
+
+def binary_confusion(t, p, threshold):
+    """2 x 2 confusion matrix by hand: truth 0 / 1 (anything else ignored), prediction p >= threshold."""
+    t, p = np.asarray(t, np.float64).ravel(), np.asarray(p, np.float64).ravel()
+    ok = (t == 0) | (t == 1)
+    fg_pred = p >= threshold
+    return np.array([[np.sum(ok & (t == 0) & ~fg_pred), np.sum(ok & (t == 0) & fg_pred)],
+                     [np.sum(ok & (t == 1) & ~fg_pred), np.sum(ok & (t == 1) & fg_pred)]])
+
+
+def binary_case(seed, shape=(3, 5, 6, 1)):
+    rng = np.random.default_rng(seed)
+    t = (rng.random(shape) < 0.35).astype(np.float32)
+    odd = rng.random(shape)
+    t[odd < 0.1] = 255.0
+    t[(odd >= 0.1) & (odd < 0.15)] = -1.0
+    t[(odd >= 0.15) & (odd < 0.2)] = 0.5  # soft target: ignored by the metrics
+    p = np.clip(np.where(t == 1, 0.65, 0.35) + rng.normal(0, 0.25, shape), 0, 1).astype(np.float32)
+    return t, p
+
+
+def test_binary_quarter_foreground_with_an_all_foreground_prediction():
+    t = np.zeros((1, 4, 4, 1), np.float32)
+    t[0, :2, :2] = 1.0
+    p = np.ones_like(t)
+    got = {m.name: (m.update_state(t, p), float(m.result()))[1] for m in M.binary_metrics()}
+    # foreground: TP 4, FP 12, FN 0; background: TP 0, FN 12
+    assert got == pytest.approx({"pixel_accuracy": 0.25, "iou_foreground": 0.25, "dice_foreground": 0.4,
+                                 "precision_foreground": 0.25, "recall_foreground": 1.0, "miou": 0.125})
+    # empty truth: the foreground predicted everywhere scores 0, not 1
+    iou = M.IoU(2, class_id=1)
+    iou.update_state(np.zeros_like(t), p)
+    assert float(iou.result()) == 0.0
+    # nothing anywhere: foreground absent from both, its IoU undefined; every pixel right
+    iou, acc = M.IoU(2, class_id=1), M.PixelAccuracy(2)
+    for m in (iou, acc):
+        m.update_state(np.zeros_like(t), np.zeros_like(t))
+    assert np.isnan(float(iou.result())) and float(acc.result()) == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8])
+@pytest.mark.parametrize("target", ["channel", "sparse", "sparse_int"])
+def test_binary_metrics_match_a_hand_made_confusion_matrix(seed, threshold, target):
+    t, p = binary_case(seed)
+    cm = binary_confusion(t, p, threshold)
+    assert cm.sum() < t.size and cm[1, 1] > 0 and cm[0, 1] > 0  # ignored pixels and both kinds of error
+    s = M.scores(cm, ["background", "foreground"])
+    y = {"channel": t, "sparse": t[..., 0],
+         "sparse_int": np.where((t == 0) | (t == 1), t, 255).astype(np.int32)[..., 0]}[target]
+    metrics = M.segmentation_metrics(2, ["background", "foreground"], per_class=True, binary=True,
+                                     threshold=threshold)
+    names = [m.name for m in metrics]
+    assert len(names) == len(set(names)) and "iou_background" in names
+    expected = {**{k: s[k] for k in ("pixel_accuracy", "mean_accuracy", "miou", "fw_iou", "mean_dice",
+                                      "mean_precision", "mean_recall")},
+                "iou_foreground": s["iou"]["foreground"], "dice_foreground": s["dice"]["foreground"],
+                "precision_foreground": s["precision"]["foreground"],
+                "recall_foreground": s["recall"]["foreground"], "iou_background": s["iou"]["background"]}
+    assert set(names) == set(expected)
+    for m in metrics:
+        m.update_state(y, p)
+        np.testing.assert_array_equal(m.matrix.numpy(), cm)
+        assert float(m.result()) == pytest.approx(expected[m.name], abs=1e-6), m.name
+    # the NumPy path for reports gives the same matrix
+    truth = np.where((t == 0) | (t == 1), t, -1).astype(np.int64)[..., 0]
+    np.testing.assert_array_equal(M.confusion_matrix(truth, M.binary_labels(p, threshold), 2), cm)
+
+
+def test_binary_metrics_accumulate_exactly_over_batches():
+    t, p = binary_case(7, shape=(6, 5, 6, 1))
+    for whole, split in zip(M.segmentation_metrics(2, binary=True, threshold=0.4),
+                            M.segmentation_metrics(2, binary=True, threshold=0.4)):
+        whole.update_state(t, p)
+        split.update_state(t[:2], p[:2])
+        split.update_state(t[2:], p[2:])
+        np.testing.assert_array_equal(split.matrix.numpy(), whole.matrix.numpy())
+        assert float(split.result()) == float(whole.result()), whole.name
+    iou = M.IoU(2, 1)
+    iou.update_state(t[:1], p[:1])
+    first = float(iou.result())
+    iou.update_state(t[1:], p[1:])
+    assert float(iou.result()) != first  # the second batch counts
+
+
+def test_binary_labels():
+    p = np.array([[[[0.2], [0.5]], [[0.7], [0.49]]]], np.float32)
+    np.testing.assert_array_equal(M.binary_labels(p), [[[0, 1], [1, 0]]])
+    np.testing.assert_array_equal(M.binary_labels(p[0], threshold=0.6), [[0, 0], [1, 0]])
+    np.testing.assert_array_equal(M.binary_labels(p[0, ..., 0], threshold=0.2), [[1, 1], [1, 1]])
+    assert M.binary_labels(p).dtype == np.int64
+    with pytest.raises(KsegError, match="1-channel foreground probabilities, got 3 channels"):
+        M.binary_labels(np.zeros((1, 2, 2, 3)))
+    with pytest.raises(KsegError, match="threshold 1.5 is not a probability"):
+        M.binary_labels(p, threshold=1.5)
+
+
+def test_binary_metric_errors():
+    p = np.full((1, 2, 2, 1), 0.7, np.float32)
+    with pytest.raises(KsegError, match="metric for 3 classes got 1-channel predictions .* num_classes=2"):
+        M.MeanIoU(3).update_state(np.zeros((1, 2, 2, 1)), p)
+    with pytest.raises(KsegError, match="1-channel predictions but 3-channel targets"):
+        M.MeanIoU(2).update_state(np.zeros((1, 2, 2, 3)), p)
+    with pytest.raises(KsegError, match="binary metrics take num_classes=2"):
+        M.segmentation_metrics(3, binary=True)
+    with pytest.raises(KsegError, match="threshold -0.1 is not a probability"):
+        M.IoU(2, 1, threshold=-0.1)
+    # a 2-channel one-hot target with a 1-channel prediction is read as (background, foreground)
+    m = M.IoU(2, 1)
+    m.update_state(np.array([[[[1, 0], [0, 1]], [[0, 1], [0, 0]]]], np.float32), p)
+    assert float(m.result()) == pytest.approx(2 / 3)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_binary_model_with_threshold_saves_and_loads(tmp_path):
+    from kseg import losses
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs))
+    metrics = M.binary_metrics(threshold=0.3)
+    model.compile(optimizer="adam", loss=losses.get("bce+dice"), metrics=metrics)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 8, 8, 3)).astype(np.float32)
+    y = (rng.random((4, 8, 8, 1)) < 0.4).astype(np.float32)
+    y[:, 0] = 255.0
+    before = model.evaluate(x, y, verbose=0, return_dict=True)
+    cm = binary_confusion(y, model.predict(x, verbose=0), 0.3)
+    assert before["iou_foreground"] == pytest.approx(cm[1, 1] / (cm[1, 1] + cm[0, 1] + cm[1, 0]), abs=1e-6)
+    at_half = binary_confusion(y, model.predict(x, verbose=0), 0.5)
+    assert at_half[1, 1] / (at_half[1, 1] + at_half[0, 1] + at_half[1, 0]) != pytest.approx(
+        before["iou_foreground"], abs=1e-3)  # so a threshold lost on loading would show
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    after = again.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(after) == set(before) >= {"loss", "iou_foreground", "dice_foreground", "miou"}
+    for k in before:
+        assert after[k] == pytest.approx(before[k], abs=1e-6), k
+    for m in metrics:
+        clone = keras.metrics.deserialize(keras.metrics.serialize(m))
+        assert type(clone) is type(m) and clone.get_config() == m.get_config()
+        assert clone.threshold == 0.3 and m.get_config()["threshold"] == 0.3
+    # a metric saved before thresholds existed (no "threshold" key) loads with 0.5
+    cfg = {k: v for k, v in M.IoU(2, 1).get_config().items() if k != "threshold"}
+    assert M.IoU.from_config(cfg).threshold == 0.5
