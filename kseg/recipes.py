@@ -2,24 +2,21 @@
 
 A recipe is a set of ``kseg.train`` options; any option also given on the
 command line wins (``--recipe regions-mobilenetv2 --epochs 5``). Each is meant
-to finish within 2 hours on a 2-core laptop CPU (``regions-scratch`` did, in 1:42, on one with
-AVX-512; by epoch times measured there it would take about 3 to 3.5 hours on an AVX2-only
-one: see README, Results) and evaluates on iccv09 fold 0
+to finish within 2 hours on a 2-core CPU and evaluates on iccv09 fold 0
 (the shipped 5-fold split, 572 train / 143 validation images) unless ``--fold``
-says otherwise. The README's Results table lists what each one scored.
+says otherwise. What each one scored, and how long it took on which CPU, is in
+docs/results.md.
 
 - ``regions-mobilenetv2``: the 8 semantic classes, DeepLabV3+ on the ImageNet
   MobileNetV2 encoder (trained from the first epoch), 256x320 (about the
   photos' native 240x320), scale/flip/colour augmentation, AdamW with 1 epoch
   of warm-up then cosine decay, BatchNorm momentum 0.9, 30 epochs with a moving average of the
   weights (``--ema 0.99``), evaluated at native resolution with multi-scale (0.5 to 1.5 by 0.25) and
-  flip test-time augmentation (DeepLab's sixth scale, 1.75, costs 2.4 more minutes for +0.005 mIoU and
-  would take the recipe past 2 hours).
+  flip test-time augmentation.
 - ``surfaces-mobilenetv2``: the same for the 3 geometric classes, with the encoder frozen for the first
   3 epochs, 20 epochs, no weight averaging, scales 0.75, 1, 1.25.
 - ``regions-scratch``: the 8 classes with no pretrained weights (DeepLabV3+ on
-  MobileNetV2, randomly initialised), 70 epochs at 224x288 (256x320 scored 0.006 more
-  pixel accuracy, one run on a faster CPU, but takes about 2.5 hours on the AVX-512 CPU where this one took 1:42).
+  MobileNetV2, randomly initialised), 70 epochs at 224x288.
 """
 
 from __future__ import annotations

@@ -1,0 +1,134 @@
+"""The ``kseg`` command (kseg.cli) and ``python -m kseg``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import kseg
+from kseg import cli
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("train", "evaluate", "predict", "export", "import")
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_help_lists_each_command_on_one_line(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: kseg <command>")
+    for name in NAMES:
+        lines = [line for line in out.splitlines() if line.split()[:1] == [name]]
+        assert len(lines) == 1, name
+        assert lines[0].startswith(f"  {name} ")
+        assert len(lines[0].split()) > 2, f"{name} has no description"
+    assert "\n  -h, --help  show this help and exit\n" in out
+    assert "\n  --version   print kseg's version and exit\n" in out
+    assert cli.main(["-h"]) == 0
+    assert capsys.readouterr().out == out
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"kseg {kseg.__version__}\n"
+
+
+def test_unknown_command_is_one_line_naming_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["trian", "--epochs", "3"])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("kseg: error: unknown command 'trian': choose one of "
+                            "train, evaluate, predict, export, import\n")
+
+
+def test_no_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kseg: error: give a command: train, evaluate, predict, export, import")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_command_runs_its_module_main_with_the_rest(name, monkeypatch):
+    seen = []
+    fake = types.ModuleType(cli.COMMANDS[name][0])
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, cli.COMMANDS[name][0], fake)
+    assert cli.main([name, "--out", "x", "a.jpg"]) == 3
+    assert seen == [["--out", "x", "a.jpg"]]
+
+
+def test_commands_map_to_the_modules_that_hold_them():
+    assert {name: module for name, (module, _) in cli.COMMANDS.items()} == {
+        "train": "kseg.train", "evaluate": "kseg.evaluate", "predict": "kseg.predict",
+        "export": "kseg.export", "import": "kseg.data.annotations"}
+
+
+def test_a_missing_command_module_is_one_line(monkeypatch, capsys):
+    # None in sys.modules makes the import fail as a module that is not installed does
+    monkeypatch.setitem(sys.modules, "kseg.data.annotations", None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["import", "somewhere"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("kseg: error: 'kseg import' is not available in this kseg installation "
+                                       "(no module kseg.data.annotations)\n")
+
+
+def test_a_dependency_missing_inside_a_command_module_is_not_hidden(monkeypatch):
+    def broken(name, *args, **kwargs):
+        raise ModuleNotFoundError("No module named 'cv2'", name="cv2")
+
+    monkeypatch.setattr(cli.importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError, match="cv2"):
+        cli.main(["predict", "a.jpg"])
+
+
+def test_train_reaches_kseg_train_and_its_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--epochs", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "kseg: error: bad --epochs 0: give a positive integer\n"
+
+
+def test_python_m_kseg_help_without_tensorflow():
+    result = subprocess.run([sys.executable, "-m", "kseg", "--help"], capture_output=True, text=True,
+                            env=_env(), cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: kseg <command>")
+    assert all(f"  {name} " in result.stdout for name in NAMES)
+    probe = ("import sys; from kseg.cli import main; main(['--help']); "
+             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), cwd=REPO,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False False"
+
+
+def test_python_m_kseg_unknown_command_exit_status():
+    result = subprocess.run([sys.executable, "-m", "kseg", "segment"], capture_output=True, text=True,
+                            env=_env(), cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == ("kseg: error: unknown command 'segment': choose one of "
+                             "train, evaluate, predict, export, import\n")
+
+
+def test_setup_cfg_declares_the_console_command():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["options.entry_points"]["console_scripts"].split() == ["kseg", "=", "kseg.cli:main"]
