@@ -4,7 +4,8 @@ from kseg.data.iccv09 import (CLASS_NAMES, MASKS, Iccv09, extract_archive, find_
                               load_iccv09, parse_label_text, read_label_file, verify_layout)
 from kseg.data.pipeline import (IGNORE_INDEX, NUM_FOLDS, check_size, fold_indices, iccv09_folds,  # noqa: F401
                                 make_dataset, repeat_factors, split_datasets, split_indices, to_one_hot, to_sparse)
-from kseg.data.folder import FolderDataset, folder, folder_datasets, read_palette  # noqa: F401
+from kseg.data.folder import (FolderDataset, folder, folder_datasets, match_files, read_mask,  # noqa: F401
+                              read_palette, write_palette)
 
 
 def iccv09_datasets(data=None, mask="surfaces", size=(224, 224), batch_size=16, val_split=0.2,
