@@ -771,7 +771,9 @@ def save_predictions(model, ds, val_idx, size, path, n: int = 4, threshold=None)
     out = model.predict(np.stack(images), verbose=0)
     preds = (out[..., 0] >= threshold).astype(np.int64) if threshold is not None else np.argmax(out, -1)
     colors = getattr(ds, "colors", None)  # a folder dataset's palette file, if it had one
-    save_prediction_grid(path, images, truths, preds, ds.class_names, ds.mask if colors is None else colors)
+    if colors is None:
+        colors = "binary" if threshold is not None else ds.mask
+    save_prediction_grid(path, images, truths, preds, ds.class_names, colors)
 
 
 RUN_OUTPUTS = ("best.keras", "history.csv", "curves.png", "predictions.png", "metrics.json", "saved_model",
