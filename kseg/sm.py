@@ -108,7 +108,11 @@ def _soft_score(beta, threshold, smooth, name):
 
     def score(y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
-        valid = ops.cast(ops.sum(y_true, axis=-1, keepdims=True) > 0, "float32")
+        if y_true.shape[-1] == 1:  # binary: 0 background, 1 foreground, anything else ignored
+            valid = ops.cast((y_true >= 0.0) & (y_true <= 1.0), "float32")
+            y_true = y_true * valid
+        else:  # one-hot: an all-zero row is ignored
+            valid = ops.cast(ops.sum(y_true, axis=-1, keepdims=True) > 0, "float32")
         y_pred = ops.cast(y_pred, "float32")
         if threshold is not None:
             y_pred = ops.cast(y_pred > threshold, "float32")

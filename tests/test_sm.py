@@ -72,3 +72,22 @@ def test_tutorial_code_runs_with_only_the_import_changed(real_iccv09):
     np.testing.assert_allclose(preds.sum(-1), 1.0, atol=1e-4)
     assert set(history.history) >= {"loss", "iou_score", "accuracy", "val_loss", "val_iou_score"}
     assert all(np.isfinite(history.history["loss"]))
+
+
+def test_binary_iou_and_f_score_count_the_background_as_segmentation_models_does():
+    """25% foreground, everything predicted foreground: IoU 0.25 and F1 0.4 (segmentation_models 1.0.1 gives
+    the same); an ignored pixel (255) changes nothing; an empty truth against a full prediction scores ~0."""
+    import numpy as np
+
+    from kseg import sm
+
+    truth = np.zeros((1, 4, 4, 1), np.float32)
+    truth[0, :2, :2] = 1.0
+    pred = np.ones((1, 4, 4, 1), np.float32)
+    assert float(sm.metrics.iou_score(truth, pred)) == pytest.approx(0.25, abs=1e-5)
+    assert float(sm.metrics.f1_score(truth, pred)) == pytest.approx(0.4, abs=1e-5)
+    assert float(sm.losses.dice_loss(truth, pred)) == pytest.approx(0.6, abs=1e-5)
+    with_ignored = np.concatenate([truth, np.full((1, 4, 1, 1), 255.0, np.float32)], axis=2)
+    pred5 = np.ones((1, 4, 5, 1), np.float32)
+    assert float(sm.metrics.iou_score(with_ignored, pred5)) == pytest.approx(0.25, abs=1e-5)
+    assert float(sm.metrics.iou_score(np.zeros_like(truth), pred)) < 1e-5
