@@ -395,7 +395,8 @@ def format_table(report: dict, post: dict | None = None) -> str:
                      f"({post['pixel_accuracy'] - report['pixel_accuracy']:+.4f}), mIoU {f(post['miou'])} "
                      f"({post['miou'] - report['miou']:+.4f})")
     if report.get("binary"):
-        lines.append(f"foreground ({report['foreground']}): IoU {f(report['foreground_iou'])}   Dice "
+        fg = "foreground" + ("" if report["foreground"] == "foreground" else f" ({report['foreground']})")
+        lines.append(f"{fg}: IoU {f(report['foreground_iou'])}   Dice "
                      f"{f(report['foreground_dice'])}   (p >= {report['threshold']:g})")
     if report["absent"]:
         lines.append(f"absent from truth and prediction (left out of the means): {', '.join(report['absent'])}")
@@ -546,11 +547,12 @@ def resolve(args, info: dict | None) -> list[str]:
         args.limit = info.get("limit")
         taken.append(f"the split (the run's {len(args.val_ids)} validation images)")
     else:
-        if args.val_split is None and args.fold is None:
+        if args.val_split is None and args.fold is None and args.split == "val":
             take("fold", "fold", "--fold")
             if args.fold is None:
                 take("val_split", "val_split", "--val-split", lambda v: f"{v:g}")
-        take("seed", "seed", "--seed")
+        if args.split == "val":
+            take("seed", "seed", "--seed")
         take("limit", "limit", "--limit")
     if args.val_split is None:
         args.val_split = 0.2

@@ -140,10 +140,11 @@ def test_evaluate_folder_data_without_run_json_says_the_split_is_assumed(multi, 
     out = tmp_path / "ev"
     assert evaluate.main(["--model", str(multi["bare"]), "--data-format", "folder", "--data", str(multi["data"]),
                           "--out", str(out), "--worst", "2"]) == 0
-    err = errors(capsys)
-    assert err == [f"kseg: no run.json beside {multi['bare']}: assuming the run's split was --val-split 0.2 "
-                   f"--seed 42 (no --limit); if training used other values, pass them, or the scores may include "
-                   f"training images"]
+    err = errors(capsys)  # (kseg.data.folder may add its own lines about the masks)
+    assert (f"kseg: no run.json beside {multi['bare']}: assuming the run's split was --val-split 0.2 "
+            f"--seed 42 (no --limit); if training used other values, pass them, or the scores may include "
+            f"training images") in err
+    assert not any(ln.startswith("kseg: warning:") for ln in err)
     rep = json.loads((out / "report.json").read_text())
     val = [multi["ids"][i] for i in split_indices(8, 0.2, 42)[1]]
     assert [r["id"] for r in rep["per_image"]] == val
@@ -187,9 +188,35 @@ def test_evaluate_warns_when_a_run_validation_image_is_missing(multi, tmp_path, 
     write_run_info(run, info)
     rep = evaluate.run(evaluate.parse_args(["--model", str(run / "best.keras"), "--out", str(tmp_path / "ev"),
                                             "--worst", "0"]))
-    assert errors(capsys)[1] == (f"kseg: warning: 1 of the run's 3 validation images are not in {multi['data']} "
-                                 f"(e.g. gone): scoring the 2 found")
+    assert (f"kseg: warning: 1 of the run's 3 validation images are not in {multi['data']} "
+            f"(e.g. gone): scoring the 2 found") in errors(capsys)
     assert [r["id"] for r in rep["per_image"]] == ["im1", "im6"]
+
+
+def test_evaluate_takes_limit_val_split_and_seed_from_a_run_json_without_ids(multi, tmp_path, capsys):
+    """The user's case: a --limit run evaluated without repeating --limit/--val-split/--seed."""
+    from kseg import evaluate
+    from kseg.data import split_indices
+
+    run = tmp_path / "run"
+    run.mkdir()
+    multi["model"].save(run / "best.keras")
+    write_run_info(run, {"data": str(multi["data"]), "data_format": "folder", "val_split": 0.5, "seed": 3,
+                         "limit": 6, "fold": None})
+    rep = evaluate.run(evaluate.parse_args(["--model", str(run / "best.keras"), "--out", str(tmp_path / "ev"),
+                                            "--worst", "0"]))
+    err = errors(capsys)
+    assert err[0] == (f"kseg: from {run / 'run.json'}: --data-format folder, --data {multi['data']}, "
+                      f"--val-split 0.5, --seed 3, --limit 6")
+    assert not any(ln.startswith("kseg: warning:") for ln in err)  # no training ids known: nothing to warn about
+    assert [r["id"] for r in rep["per_image"]] == [multi["ids"][i] for i in split_indices(6, 0.5, 3)[1]]
+    assert rep["limit"] == 6 and rep["val_split"] == 0.5 and rep["seed"] == 3
+    # the run's data moved away: one line naming it and run.json
+    info = json.loads((run / "run.json").read_text())
+    info["data"] = str(tmp_path / "moved")
+    write_run_info(run, info)
+    line = exit_error(capsys, evaluate.main, ["--model", str(run / "best.keras"), "--out", str(tmp_path / "ev")])
+    assert line == f"kseg: error: {tmp_path / 'moved'}: the run's data (from {run / 'run.json'}) is not there: pass --data"
 
 
 def test_evaluate_warns_when_the_split_scores_training_images(multi, tmp_path, capsys):
