@@ -534,7 +534,8 @@ def resolve(args, info: dict | None) -> list[str]:
     if args.palette is None and info.get("colors") is not None:
         args.colors = [[int(v) for v in c] for c in info["colors"]]
         taken.append("the class colours")
-    take("threshold", "threshold", "--threshold", lambda v: f"{v:g}")
+    if info.get("binary"):  # a multi-class run's threshold means nothing
+        take("threshold", "threshold", "--threshold", lambda v: f"{v:g}")
     args.run_size = None
     if args.size is None and info.get("size"):
         args.run_size = "x".join(str(int(v)) for v in info["size"])
@@ -611,6 +612,10 @@ def run(args) -> dict:
         raise KsegError(f"bad --limit {args.limit}: give a positive integer")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise KsegError(f"bad --threshold {args.threshold}: give a probability between 0 and 1, e.g. 0.5")
+    from kseg.viz import PALETTES
+
+    if args.palette and args.palette not in PALETTES and not Path(args.palette).is_file():
+        raise KsegError(f"bad --palette {args.palette!r}: give {', '.join(PALETTES)} or a palette file")
     model_path = Path(args.model)
     info = read_run_info(model_path) if model_path.exists() else None
     threshold_given = args.threshold is not None
@@ -629,6 +634,9 @@ def run(args) -> dict:
     predict, minfo = load_predictor(model_path, args.output_stride)
     channels = minfo.get("num_classes")
     binary = channels == 1 or (channels is None and bool(args.binary_run))
+    if binary and args.threshold is None and info is not None and info.get("threshold") is not None:
+        args.threshold = info["threshold"]
+        taken.append(f"--threshold {args.threshold:g}")
     threshold = 0.5 if args.threshold is None else float(args.threshold)
     if not binary and threshold_given:
         raise KsegError(f"{model_path}: --threshold is for binary models (one output channel); "

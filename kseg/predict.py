@@ -67,7 +67,8 @@ def list_images(inputs, quiet: bool = False) -> list[Path]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS
+                           and not q.name.startswith(".tmp-"))  # not a kseg write cut short (kseg.errors.temp_name)
             own = [q for q in found if is_kseg_output(q)]
             if own:
                 found = [q for q in found if q not in own]
@@ -603,8 +604,6 @@ def main(argv=None):
     if info.get("class_names"):
         names = list(info["class_names"])
         taken.insert(0, f"{len(names)} classes ({', '.join(map(str, names[:5]))}{', ...' if len(names) > 5 else ''})")
-    if info:
-        print(f"kseg: from {info['_path']}: {', '.join(taken)}", file=sys.stderr)
     if binary:
         foreground = _foreground_color(args.palette, info_colors, model_path)
         palette = None
@@ -612,6 +611,8 @@ def main(argv=None):
         foreground = FOREGROUND
         palette = (np.asarray(info_colors, np.uint8) if info_colors is not None
                    else resolve_palette(args.palette, c, args.model))
+    if info:
+        print(f"kseg: from {info['_path']}: {', '.join(taken)}", file=sys.stderr)
     t0 = time.time()
     skipped = []
     results = predict_files(model, paths, args.out, predictor, palette=palette, alpha=args.alpha, post=post,

@@ -311,6 +311,10 @@ def test_evaluate_option_errors(multi, binary, tiny_iccv09, tmp_path, capsys):
                                               "--classes", "a,b,c", "--out", str(tmp_path)])
     assert line == ("kseg: error: --classes and --ignore-index are for --data-format folder (iccv09's classes are "
                     "fixed by --mask)")
+    line = exit_error(capsys, evaluate.main, ["--model", str(multi["bare"]), "--data", str(multi["data"]),
+                                              "--data-format", "folder", "--palette", "nope.json",
+                                              "--out", str(tmp_path)])
+    assert line == "kseg: error: bad --palette 'nope.json': give regions, surfaces or a palette file"
 
 
 # --------------------------------------------------------------------------- predict
@@ -461,6 +465,11 @@ def test_binary_predict_writes_0_255_masks_and_a_foreground_overlay(binary, tmp_
                  "--threshold", "0.45", "--quiet"]) == 0
     sm_mask, _, _ = _class_map(tmp_path / "sm" / "road.png")
     assert set(np.unique(sm_mask)) <= {0, 255} and np.mean(sm_mask == mask) > 0.99
+    capsys.readouterr()
+    line = exit_error(capsys, main, ["--model", str(binary["run"] / "best.keras"), str(tmp_path / "road.png"),
+                                     "--out", str(tmp_path / "p"), "--palette", "surfaces"])
+    assert line == ("kseg: error: bad --palette 'surfaces': a binary model takes a palette file of two classes "
+                    "(background, foreground)")
 
 
 # --------------------------------------------------------------------------- export
