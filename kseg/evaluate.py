@@ -2,7 +2,8 @@
 
 The data is iccv09 (``--data-format iccv09``, ``--mask surfaces|regions``) or the user's own
 folder of images and masks (``--data-format folder --data DIR``, see :func:`kseg.data.folder`;
-``--classes``, ``--palette``, ``--ignore-index`` as in training). ``run.json`` beside the model
+``--classes``, ``--palette``, ``--ignore-index`` as in training; a ``--data`` folder with ``images/``
+and ``masks/`` but no ``labels/`` is read as folder data when no format is given). ``run.json`` beside the model
 (written by ``kseg.train``, see :mod:`kseg.runinfo`) fills every setting the command line does not
 give: the data and its format, the mask, class names and colours, the size, a binary model's
 threshold and the split. With the run's ``val_ids`` the validation images are exactly the run's,
@@ -510,9 +511,15 @@ def resolve(args, info: dict | None) -> list[str]:
             taken.append(f"{flag} {show(info[key]) if show else info[key]}")
 
     take("data_format", "data_format", "--data-format")
+    take("data", "data", "--data")
     if args.data_format is None:
         args.data_format = "iccv09"
-    take("data", "data", "--data")
+        d = Path(str(args.data)) if args.data else None
+        if d is not None and d.is_dir() and (d / "images").is_dir() and not (d / "labels").exists() and any(
+                (d / n).is_dir() for n in ("masks", "annotations")):
+            args.data_format = "folder"
+            print(f"kseg: {d} holds images/ and masks/ (not iccv09's labels/): reading it as --data-format folder",
+                  file=sys.stderr, flush=True)
     if args.data_format == "iccv09":
         from kseg.data import MASKS
 

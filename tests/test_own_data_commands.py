@@ -156,6 +156,17 @@ def test_evaluate_folder_data_without_run_json_says_the_split_is_assumed(multi, 
     assert (out / "worst.png").stat().st_size > 1000 and (out / "confusion_matrix.png").is_file()
 
 
+def test_evaluate_reads_images_and_masks_as_folder_data_without_data_format(multi, tmp_path, capsys):
+    """The user's first try: --data my_folder (images/ + masks/) without --data-format."""
+    from kseg import evaluate
+
+    rep = evaluate.run(evaluate.parse_args(["--model", str(multi["bare"]), "--data", str(multi["data"]),
+                                            "--out", str(tmp_path / "ev"), "--worst", "0"]))
+    assert errors(capsys)[0] == (f"kseg: {multi['data']} holds images/ and masks/ (not iccv09's labels/): reading "
+                                 f"it as --data-format folder")
+    assert rep["data_format"] == "folder" and rep["class_names"] == CLASSES
+
+
 def test_evaluate_scores_exactly_the_runs_validation_images(multi, tmp_path, capsys):
     from kseg import evaluate
     from kseg.data import split_indices
