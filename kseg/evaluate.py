@@ -659,6 +659,13 @@ def run(args) -> dict:
     size = check_size(args.size or minfo["input_size"] or args.run_size or 224)
     if args.size is None and minfo["input_size"] is None and args.run_size:
         taken.append(f"--size {size[0]}x{size[1]}")
+    names = None
+    if args.data_format == "folder":
+        names = [c.strip() for c in args.classes.split(",") if c.strip()] if isinstance(args.classes, str) \
+            else (list(args.classes) if args.classes else None)
+        if binary and names is not None and len(names) != 2:
+            raise KsegError(f"{model_path}: a binary model has two classes (background, foreground) but "
+                            f"{len(names)} class names were given: {', '.join(names)}")
     if info is not None:
         print(f"kseg: from {info['_path']}: {', '.join(taken) if taken else 'nothing (the command line gives all)'}",
               file=sys.stderr, flush=True)
@@ -666,11 +673,6 @@ def run(args) -> dict:
     from kseg.data import load_iccv09, make_dataset, split_indices
 
     if args.data_format == "folder":
-        names = [c.strip() for c in args.classes.split(",") if c.strip()] if isinstance(args.classes, str) \
-            else (list(args.classes) if args.classes else None)
-        if binary and names is not None and len(names) != 2:
-            raise KsegError(f"{model_path}: a binary model has two classes (background, foreground) but "
-                            f"{len(names)} class names were given: {', '.join(names)}")
         flag = True if binary else (False if channels is not None and channels > 2 else None)
 
         def load(limit=args.limit):

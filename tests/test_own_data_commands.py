@@ -77,14 +77,16 @@ def errors(capsys):
     return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("kseg:")]
 
 
-def exit_error(capsys, fn, argv) -> str:
-    """Run a CLI that must fail: exit status 2 and one line on stderr; return that line."""
+def exit_error(capsys, fn, argv, notes: int = 0) -> str:
+    """Run a CLI that must fail: exit status 2 and one error line on stderr, after ``notes`` lines that say
+    what was read (errors found in the data come after the line saying where the data came from)."""
     with pytest.raises(SystemExit) as exc:
         fn(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("kseg: error: "), err
-    return err[0]
+    assert len(err) == notes + 1 and err[-1].startswith("kseg: error: "), err
+    assert all(ln.startswith("kseg: ") and not ln.startswith("kseg: error") for ln in err[:-1]), err
+    return err[-1]
 
 
 @pytest.fixture(scope="module")
@@ -510,3 +512,46 @@ def test_binary_export_signature_and_tflite(binary, tmp_path):
     assert sorted(lite) == ["mask", "probabilities"]
     np.testing.assert_allclose(lite["probabilities"], probs[:1], atol=1e-4)
     assert np.mean(lite["mask"] == mask[:1]) > 0.999
+
+
+def test_more_user_errors(multi, binary, tmp_path, capsys):
+    from kseg import evaluate, predict
+
+    bare, bdata = str(multi["bare"]), binary["data"]
+    # a binary model given three class names
+    line = exit_error(capsys, evaluate.main, ["--model", str(binary["run"] / "best.keras"), "--data",
+                                              str(multi["data"]), "--classes", "sky,road,wall",
+                                              "--out", str(tmp_path / "a")])
+    assert line == (f"kseg: error: {binary['run'] / 'best.keras'}: a binary model has two classes (background, "
+                    f"foreground) but 3 class names were given: sky, road, wall")
+    # a 3-class model on two-class masks named by --classes
+    line = exit_error(capsys, evaluate.main, ["--model", bare, "--data", str(bdata), "--data-format", "folder",
+                                              "--classes", "bg,crack", "--out", str(tmp_path / "b")])
+    assert line == (f"kseg: error: {bare}: the model predicts 3 classes but {bdata} has 2 (bg, crack): is this the "
+                    f"run's data?")
+    line = exit_error(capsys, evaluate.main, ["--model", bare, "--data", str(multi["data"]), "--data-format",
+                                              "folder", "--mask", "regions", "--out", str(tmp_path / "c")])
+    assert line == ("kseg: error: --mask regions is for iccv09 data: folder data has its own masks (name classes "
+                    "with --classes or a palette file)")
+    line = exit_error(capsys, evaluate.main, ["--model", bare, "--threshold", "1.5"])
+    assert line == "kseg: error: bad --threshold 1.5: give a probability between 0 and 1, e.g. 0.5"
+    # run.json's validation ids are none of the data's
+    run = tmp_path / "run"
+    run.mkdir()
+    multi["model"].save(run / "best.keras")
+    write_run_info(run, {"data": str(multi["data"]), "data_format": "folder", "val_ids": ["x1", "x2"]})
+    line = exit_error(capsys, evaluate.main, ["--model", str(run / "best.keras"), "--out", str(tmp_path / "d")],
+                      notes=1)
+    assert line == (f"kseg: error: {multi['data']}: none of the run's 2 validation images (run.json val_ids, "
+                    f"e.g. x1) is here: pass the run's data with --data")
+    # predict: a binary model's palette file must have two classes
+    Image.fromarray(_image(1)).save(tmp_path / "x.png")
+    line = exit_error(capsys, predict.main, ["--model", str(binary["run"] / "best.keras"), str(tmp_path / "x.png"),
+                                             "--out", str(tmp_path / "o"), "--palette",
+                                             str(multi["data"] / "palette.json")])
+    assert line == (f"kseg: error: {multi['data'] / 'palette.json'}: the palette has 3 classes but the binary model "
+                    f"{binary['run'] / 'best.keras'} predicts two (background, foreground)")
+    line = exit_error(capsys, predict.main, ["--model", bare, str(tmp_path / "x.png"), "--out", str(tmp_path / "o"),
+                                             "--threshold", "0"])
+    assert line == "kseg: error: bad --threshold 0.0: give a probability between 0 and 1, e.g. 0.5"
+    assert not (tmp_path / "o").exists()
