@@ -7,6 +7,13 @@ uint8 RGB batch (N, H, W, 3) of any H and W, and returns
 - ``probabilities``: float32 (N, H, W, C), per-pixel class probabilities at the input's size;
 - ``class_map``: int32 (N, H, W), their argmax.
 
+A binary model (one output channel, ``kseg.models.build(..., num_classes=1, activation="sigmoid")``)
+returns instead
+
+- ``probabilities``: float32 (N, H, W, 1), the foreground probability at the input's size;
+- ``mask``: uint8 (N, H, W), 1 where ``probabilities >= 0.5`` (:data:`BINARY_THRESHOLD`), else 0
+  (another threshold: compare ``probabilities`` with it; ``kseg.predict --threshold`` does).
+
 Inside, the batch is resized (bilinear) to the model's own input size if it
 has a fixed one, else to the nearest multiples of 32; the model runs (it
 carries its own preprocessing); the probabilities are resized back bilinearly.
@@ -21,7 +28,7 @@ is the same signature converted with ``tf.lite.TFLiteConverter``; skip it with
 Serving in Python::
 
     serve = tf.saved_model.load(DIR).signatures["serving_default"]
-    out = serve(images=tf.constant(batch_uint8))   # {"probabilities", "class_map"}
+    out = serve(images=tf.constant(batch_uint8))   # {"probabilities", "class_map"} or {"probabilities", "mask"}
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from kseg.errors import KsegError, cli_entry
 
 MULTIPLE = 32
 TFLITE_NAME = "model.tflite"
+BINARY_THRESHOLD = 0.5
 
 
 def fixed_input_size(model) -> tuple[int, int] | None:
@@ -58,10 +66,12 @@ def nearest_multiple(v, multiple: int = MULTIPLE):
 
 
 def serving_fn(model):
-    """The serving function: uint8 (N, H, W, 3) of any size → probabilities and class map at (H, W)."""
+    """The serving function: uint8 (N, H, W, 3) of any size → probabilities and class map at (H, W)
+    (a binary model: probabilities (N, H, W, 1) and a uint8 0/1 ``mask``)."""
     import tensorflow as tf
 
     fixed = fixed_input_size(model)
+    binary = int(model.outputs[0].shape[-1]) == 1
 
     def serve(images):
         shape = tf.shape(images)
@@ -70,6 +80,8 @@ def serving_fn(model):
         x = tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear", antialias=False)
         probs = tf.cast(model(x, training=False), tf.float32)
         probs = tf.image.resize(probs, tf.stack([h, w]), method="bilinear", antialias=False)
+        if binary:
+            return {"probabilities": probs, "mask": tf.cast(probs[..., 0] >= BINARY_THRESHOLD, tf.uint8)}
         return {"probabilities": probs, "class_map": tf.argmax(probs, axis=-1, output_type=tf.int32)}
 
     return serve
