@@ -532,7 +532,10 @@ def resolve(args, info: dict | None) -> list[str]:
                             f"(name classes with --classes or a palette file)")
         args.mask = "folder"
         take("classes", "class_names", "--classes", lambda v: ",".join(map(str, v)))
-        if info.get("ignore_index") != 255:  # the default needs no mention
+        if "ignore_index" in info and info["ignore_index"] is None and args.ignore_index is None:
+            args.ignore_index = NO_IGNORE  # the run had no ignore value (--ignore-index none)
+            taken.append("--ignore-index none")
+        elif info.get("ignore_index") != 255:  # the default needs no mention
             take("ignore_index", "ignore_index", "--ignore-index")
     if args.data_format == "iccv09" and (args.classes or args.ignore_index is not None):
         raise KsegError("--classes and --ignore-index are for --data-format folder (iccv09's classes are "
@@ -569,13 +572,17 @@ def resolve(args, info: dict | None) -> list[str]:
     return taken
 
 
+NO_IGNORE = -1  # args.ignore_index when the run's masks have no ignore value (run.json "ignore_index": null)
+
+
 def _load_folder(args, class_names, binary: bool | None):
     """:func:`kseg.data.folder` with the options it accepts (``binary`` on kseg versions that have it)."""
     import inspect
 
     from kseg.data import folder
 
-    kwargs = {"class_names": class_names, "ignore_index": 255 if args.ignore_index is None else args.ignore_index,
+    ignore = 255 if args.ignore_index is None else None if args.ignore_index == NO_IGNORE else args.ignore_index
+    kwargs = {"class_names": class_names, "ignore_index": ignore,
               "limit": args.limit}
     if args.palette and Path(args.palette).is_file():
         kwargs["palette"] = args.palette

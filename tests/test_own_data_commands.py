@@ -328,7 +328,7 @@ def test_evaluate_option_errors(multi, binary, tiny_iccv09, tmp_path, capsys):
     line = exit_error(capsys, evaluate.main, ["--model", str(multi["bare"]), "--data", str(multi["data"]),
                                               "--data-format", "folder", "--palette", "nope.json",
                                               "--out", str(tmp_path)])
-    assert line == "kseg: error: bad --palette 'nope.json': give regions, surfaces or a palette file"
+    assert line == "kseg: error: bad --palette 'nope.json': give regions, surfaces, binary or a palette file"
 
 
 # --------------------------------------------------------------------------- predict
@@ -556,3 +556,18 @@ def test_more_user_errors(multi, binary, tmp_path, capsys):
                                              "--threshold", "0"])
     assert line == "kseg: error: bad --threshold 0.0: give a probability between 0 and 1, e.g. 0.5"
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_without_an_ignore_value_is_evaluated_without_one(tmp_path):
+    """run.json "ignore_index": null (trained with --ignore-index none): 255 in a mask is then a class id, not
+    unknown, so evaluate must not bring the default ignore value back."""
+    from kseg import evaluate
+
+    args = evaluate.parse_args(["--model", str(tmp_path / "best.keras"), "--data-format", "folder",
+                                "--data", str(tmp_path)])
+    taken = evaluate.resolve(args, {"data_format": "folder", "ignore_index": None, "class_names": ["a", "b"]})
+    assert "--ignore-index none" in taken and args.ignore_index == evaluate.NO_IGNORE
+    args = evaluate.parse_args(["--model", str(tmp_path / "best.keras"), "--data-format", "folder",
+                                "--data", str(tmp_path)])
+    evaluate.resolve(args, {"data_format": "folder", "ignore_index": 7})
+    assert args.ignore_index == 7
