@@ -525,7 +525,7 @@ def _run(args) -> dict:
         dense = with_output_stride(best, args.eval_output_stride) if args.eval_output_stride else best
         native = evaluate_native(dense, [ds.image_paths[i] for i in info["val_idx"]],
                                  [ds.labels[i] for i in info["val_idx"]], ds.class_names, scales=scales,
-                                 flip=args.eval_flip, size=args.size)
+                                 flip=args.eval_flip, size=args.size, threshold=args.threshold)
         native.update(scales=list(scales), flip=bool(args.eval_flip), output_stride=args.eval_output_stride,
                       seconds=round(time.time() - t1, 1))
         extra["native"] = native
