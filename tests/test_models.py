@@ -145,7 +145,7 @@ def test_registry_names_and_supported_pairs():
     (lambda: models.build("unet", backbone="mobilenetv2", input_shape=(64, 64, 1), encoder_weights="imagenet"),
      "needs 3 input channels"),
     (lambda: models.build("unet", backbone="resnet50", encoder_weights="/nonexistent/w.h5"), "not found"),
-    (lambda: models.build("unet", backbone="resnet18", encoder_weights="imagenet"), "no ImageNet weights"),
+    (lambda: models.build("unet", backbone="plain", encoder_weights="imagenet"), "no ImageNet weights"),
 ])
 def test_user_errors_raise_kseg_error(call, message):
     with pytest.raises(KsegError, match=message):

@@ -15,8 +15,9 @@ output stride's resolution. The weights are the same either way.
   a fifth pooling and a level at stride 32 (another 1024 filters);
 - ``resnet18`` / ``resnet34``: the ResNet v1 layout of segmentation_models'
   encoders (``bn_data`` input normalisation, pre-activation residual blocks),
-  so kseg's U-Net matches ``sm.Unet`` layer for layer; strides 2 to 32; weights
-  only from a file path;
+  so kseg's U-Net matches ``sm.Unet`` layer for layer; strides 2 to 32;
+  ``weights="imagenet"`` loads segmentation_models' ImageNet weights and a path
+  a Keras 2 HDF5 file in their layout (:mod:`kseg.models.weights`);
 - ``vgg16``, ``resnet50``, ``mobilenetv2``, ``efficientnetb0``: built on
   ``keras.applications`` (a nested sub-model named ``<backbone>_encoder``), so
   ``weights="imagenet"`` loads the official ImageNet weights (Keras downloads
@@ -201,8 +202,10 @@ def _resnet(inputs, repetitions, weights, name, output_stride=32):
     x = FusedBatchNormalization(name="bn1", **_BN)(x)
     x = layers.Activation("relu", name="relu1")(x)
     feats[32] = x
-    if weights is not None:
-        load_encoder_weights(keras.Model(inputs, x), weights, name)
+    if weights is not None:  # "imagenet": classification_models' files, as segmentation_models loads them
+        from kseg.models import weights as pretrained
+
+        pretrained.load(keras.Model(inputs, x), weights, name)
     return feats
 
 
