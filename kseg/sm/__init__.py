@@ -24,6 +24,10 @@ import numpy as np
 
 from kseg.sm import losses, metrics  # noqa: F401  (sm.losses.*, sm.metrics.*)
 from kseg.sm.models import Unet  # noqa: F401
+from kseg.sm import utils  # noqa: F401,E402  (sm.utils.set_regularization, set_trainable)
+
+#: the segmentation_models release whose API (names, arguments, formulas) kseg.sm follows
+__version__ = "1.0.1"
 
 _FRAMEWORK = "tf.keras"
 
