@@ -522,7 +522,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=None,
                    help="binary models: foreground where p >= this (default: run.json's, else 0.5)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
@@ -616,7 +616,7 @@ def main(argv=None):
     t0 = time.time()
     skipped = []
     results = predict_files(model, paths, args.out, predictor, palette=palette, alpha=args.alpha, post=post,
-                            progress=not args.quiet, skipped=skipped, threshold=threshold, foreground=foreground)
+                            progress=not args.quiet and sys.stderr.isatty(), skipped=skipped, threshold=threshold, foreground=foreground)
     if not results:
         raise KsegError(f"{paths[0]}: none of the {len(paths)} input images could be read")
     note = f"; skipped {len(skipped)} unreadable image(s): {', '.join(Path(p).name for p in skipped[:3])}" \
