@@ -3,10 +3,11 @@
 Replace ``import segmentation_models as sm`` with ``from kseg import sm``; the
 names below mean what they mean in segmentation_models 1.0.1:
 
-- ``sm.Unet(backbone_name, input_shape, classes, activation, encoder_weights,
-  encoder_freeze, decoder_block_type, decoder_filters, decoder_use_batchnorm)``
+- ``sm.Unet``, ``sm.Linknet``, ``sm.FPN``, ``sm.PSPNet``: the same signatures,
+  defaults, layers and parameter counts (:mod:`kseg.sm.models`), on the
+  backbones ``sm.get_available_backbone_names()`` lists
 - ``sm.get_preprocessing(backbone)``
-- ``sm.set_framework(name)`` / ``sm.framework()``
+- ``sm.set_framework(name)`` ("keras" or "tf.keras", any case) / ``sm.framework()``
 - ``sm.losses``: ``DiceLoss``, ``CategoricalFocalLoss``, ``CategoricalCELoss``,
   ``dice_loss``, ``categorical_focal_loss``, ``categorical_crossentropy``,
   ``categorical_focal_dice_loss``, ``cce_dice_loss``
@@ -23,17 +24,18 @@ from __future__ import annotations
 import numpy as np
 
 from kseg.sm import losses, metrics  # noqa: F401  (sm.losses.*, sm.metrics.*)
-from kseg.sm.models import Unet  # noqa: F401
+from kseg.sm.models import FPN, Linknet, PSPNet, Unet, get_available_backbone_names  # noqa: F401
 
 _FRAMEWORK = "tf.keras"
 
 
 def set_framework(name: str) -> None:
-    """Accepted for compatibility ("keras" or "tf.keras"); kseg always uses Keras 3."""
+    """Accepted for compatibility ("keras" or "tf.keras", case-insensitive); kseg always uses Keras 3."""
     global _FRAMEWORK
-    if name not in ("keras", "tf.keras"):
+    lowered = name.lower() if isinstance(name, str) else name
+    if lowered not in ("keras", "tf.keras"):
         raise ValueError(f"framework must be 'keras' or 'tf.keras', got {name!r}")
-    _FRAMEWORK = name
+    _FRAMEWORK = lowered
 
 
 def framework() -> str:
@@ -42,10 +44,9 @@ def framework() -> str:
 
 def get_preprocessing(backbone_name: str):
     """The input preprocessing for ``backbone_name``: a float32 cast (the model normalises itself)."""
-    from kseg.models import list_backbones
+    from kseg.sm.models import check_backbone
 
-    if backbone_name not in list_backbones():
-        raise ValueError(f"unknown backbone {backbone_name!r}: choose one of {', '.join(list_backbones())}")
+    check_backbone(backbone_name)
 
     def preprocess_input(x, **kwargs):
         return np.asarray(x, dtype=np.float32)
