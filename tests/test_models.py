@@ -28,7 +28,7 @@ from kseg.models.layers import AdaptiveAveragePooling, BilinearUpsampling, MaxUn
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-ARCHS = ["unet", "fcn32s", "fcn16s", "fcn8s", "pspnet", "segnet", "deeplabv3plus"]
+ARCHS = ["unet", "linknet", "fpn", "fcn32s", "fcn16s", "fcn8s", "pspnet", "segnet", "deeplabv3plus"]
 BACKBONES = ["plain", "vgg16", "resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnetb0"]
 SMALL_PLAIN = {"filters": (8, 16, 32, 64, 128)}
 
@@ -46,6 +46,8 @@ def small(arch: str, backbone: str) -> dict:
         kw.update(dropout=0.0, aspp_filters=32, low_level_filters=8, decoder_filters=32)
     elif arch == "unet":
         kw["decoder_filters"] = (64, 32, 16, 8) if backbone == "plain" else (64, 32, 16, 8, 8)
+    elif arch == "fpn":
+        kw["pyramid_filters"] = 32
     elif arch == "segnet" and backbone == "plain":
         pass
     return kw
@@ -138,7 +140,7 @@ def test_registry_names_and_supported_pairs():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: models.build("linknet"), "unknown model 'linknet'"),
+    (lambda: models.build("hrnet"), "unknown model 'hrnet'"),
     (lambda: models.build("fcn8s", backbone="resnet101"), "unknown backbone 'resnet101'"),
     (lambda: models.build("segnet", backbone="resnet18"), "max-pools at every stride"),
     (lambda: models.build("deeplabv3plus", backbone="resnet18", output_stride=32), "16 or 8"),
@@ -499,6 +501,8 @@ def test_every_architecture_builds_under_jax():
             kw = dict(small)
             if arch == "unet":
                 kw["decoder_filters"] = (32, 16, 8, 8)
+            if arch == "fpn":
+                kw["pyramid_filters"] = 32
             fixed = models.build(arch, backbone="plain", num_classes=3, input_shape=(64, 96, 3), **kw)
             assert tuple(fixed.output_shape) == (None, 64, 96, 3)
             m = models.build(arch, backbone="plain", num_classes=3, input_shape=(None, None, 3), **kw)

@@ -2,8 +2,8 @@
 
 >>> model = kseg.models.build("unet", backbone="resnet34", num_classes=3, input_shape=(224, 224, 3))
 
-Architectures: ``list_models()`` (unet, fcn32s, fcn16s, fcn8s, pspnet, segnet,
-deeplabv3plus); backbones: ``list_backbones()``; the pairs that build:
+Architectures: ``list_models()`` (unet, linknet, fpn, fcn32s, fcn16s, fcn8s,
+pspnet, segnet, deeplabv3plus); backbones: ``list_backbones()``; the pairs that build:
 ``supported_backbones(name)``.
 """
 
@@ -15,12 +15,14 @@ from kseg.models import layers  # noqa: F401  (registers kseg's custom layers fo
 from kseg.models.backbones import list_backbones  # noqa: F401
 from kseg.models.deeplab import deeplabv3plus
 from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
+from kseg.models.fpn import fpn
+from kseg.models.linknet import linknet
 from kseg.models.pspnet import pspnet
 from kseg.models.segnet import segnet
 from kseg.models.unet import unet
 
-MODELS = {"unet": unet, "fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s, "pspnet": pspnet, "segnet": segnet,
-          "deeplabv3plus": deeplabv3plus}
+MODELS = {"unet": unet, "linknet": linknet, "fpn": fpn, "fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s,
+          "pspnet": pspnet, "segnet": segnet, "deeplabv3plus": deeplabv3plus}
 
 # backbones each architecture supports (SegNet unpools with max-pooling indices: only pooling encoders)
 SUPPORTED = {name: ("plain", "vgg16") if name == "segnet" else None for name in MODELS}

@@ -25,7 +25,7 @@ UPSAMPLING = ("nearest", "bilinear", "transpose")
 def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 3), encoder_weights=None,
          encoder_freeze: bool = False, decoder_filters=None, upsampling: str = "nearest",
          decoder_batchnorm: bool = True, activation: str | None = "softmax", backbone_kwargs: dict | None = None,
-         name: str | None = None):
+         name: str | None = None, encoder_features=None, center: bool | None = False):
     """Build a U-Net as a Keras functional model.
 
     Args:
@@ -40,21 +40,45 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
             "transpose" (a learned 4x4 transposed convolution).
         activation: "softmax" (default), "sigmoid", or None for logits.
         backbone_kwargs: extra arguments for the backbone (e.g. ``filters`` of plain).
+        encoder_features: None: the skips are the backbone's feature maps at every
+            stride. Otherwise segmentation_models' encoder (``kseg.sm``): "default"
+            (its four default layers) or layer names / indexes, deepest first,
+            on :func:`kseg.models.backbones.sm_encoder`'s backbones; the decoder
+            then has ``len(decoder_filters)`` levels (default 5) and freezing
+            leaves the encoder's batch normalisations trainable.
+        center: two 3x3 conv-BN-ReLU (512 filters) on the deepest features
+            before the decoder; None: only when the encoder ends in a max pooling
+            (segmentation_models' rule: VGG).
     """
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
-    inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
-    strides = sorted(feats)
-    deepest = strides[-1]
-    levels = deepest.bit_length() - 1  # upsample x2 until stride 1
-    if decoder_filters is None:
-        decoder_filters = (256, 128, 64, 32, 16) if levels == 5 else (512, 256, 128, 64, 32, 16)[-levels:]
-    if len(decoder_filters) != levels:
-        raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
-    x = feats[deepest]
-    for i, f in enumerate(decoder_filters):
-        stride = deepest >> (i + 1)
-        skip = feats.get(stride)
+    if encoder_features is not None:
+        from kseg.models.layers import check_input_shape
+
+        if backbone_kwargs:
+            raise ValueError("backbone_kwargs cannot be combined with encoder_features")
+        if encoder_features == "default":
+            encoder_features = bb.SM_FEATURE_LAYERS.get(backbone, ())[:4]
+        inputs, x, feats, pooled = bb.sm_encoder(backbone, check_input_shape(input_shape), encoder_weights,
+                                                 encoder_freeze, list(encoder_features))
+        decoder_filters = tuple(decoder_filters or (256, 128, 64, 32, 16))
+        skips = list(feats[:len(decoder_filters)]) + [None] * max(0, len(decoder_filters) - len(feats))
+        center = pooled if center is None else center
+    else:
+        inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
+        strides = sorted(feats)
+        deepest = strides[-1]
+        levels = deepest.bit_length() - 1  # upsample x2 until stride 1
+        if decoder_filters is None:
+            decoder_filters = (256, 128, 64, 32, 16) if levels == 5 else (512, 256, 128, 64, 32, 16)[-levels:]
+        if len(decoder_filters) != levels:
+            raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
+        x = feats[deepest]
+        skips = [feats.get(deepest >> (i + 1)) for i in range(levels)]
+    if center:
+        x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block1")
+        x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block2")
+    for i, (f, skip) in enumerate(zip(decoder_filters, skips)):
         n = f"decoder_stage{i}"
         if upsampling == "transpose":
             x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=not decoder_batchnorm,

@@ -3,14 +3,16 @@
 Replace ``import segmentation_models as sm`` with ``from kseg import sm``; the
 names below mean what they mean in segmentation_models 1.0.1:
 
-- ``sm.Unet(backbone_name, input_shape, classes, activation, encoder_weights,
-  encoder_freeze, decoder_block_type, decoder_filters, decoder_use_batchnorm)``
+- ``sm.Unet``, ``sm.Linknet``, ``sm.FPN``, ``sm.PSPNet``: the same signatures,
+  defaults, layers and parameter counts (:mod:`kseg.sm.models`), on the
+  backbones ``sm.get_available_backbone_names()`` lists
 - ``sm.get_preprocessing(backbone)``
-- ``sm.set_framework(name)`` / ``sm.framework()``
-- ``sm.losses``: ``DiceLoss``, ``CategoricalFocalLoss``, ``CategoricalCELoss``,
-  ``dice_loss``, ``categorical_focal_loss``, ``categorical_crossentropy``,
-  ``categorical_focal_dice_loss``, ``cce_dice_loss``
-- ``sm.metrics``: ``IOUScore``, ``FScore``, ``iou_score``, ``f1_score``
+- ``sm.set_framework(name)`` ("keras" or "tf.keras", any case) / ``sm.framework()``
+- ``sm.losses``: every loss of segmentation_models' ``losses`` module, binary and categorical, with its
+  formulas and names (:mod:`kseg.sm.losses`)
+- ``sm.metrics``: ``IOUScore``, ``FScore``, ``Precision``, ``Recall`` and the ready-made objects
+  (:mod:`kseg.sm.metrics`)
+- ``sm.utils.set_regularization``; ``sm.__version__`` ("1.0.1", the API followed)
 
 One difference, on purpose: kseg models carry their preprocessing inside the
 graph (so an exported model takes raw RGB), hence ``get_preprocessing`` returns
@@ -22,9 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kseg.sm import losses, metrics  # noqa: F401  (sm.losses.*, sm.metrics.*)
-from kseg.sm.models import Unet  # noqa: F401
-from kseg.sm import utils  # noqa: F401,E402  (sm.utils.set_regularization, set_trainable)
+from kseg.sm import losses, metrics, utils  # noqa: F401  (sm.losses.*, sm.metrics.*, sm.utils.*)
+from kseg.sm.models import FPN, Linknet, PSPNet, Unet, get_available_backbone_names  # noqa: F401
 
 #: the segmentation_models release whose API (names, arguments, formulas) kseg.sm follows
 __version__ = "1.0.1"
@@ -33,11 +34,12 @@ _FRAMEWORK = "tf.keras"
 
 
 def set_framework(name: str) -> None:
-    """Accepted for compatibility ("keras" or "tf.keras"); kseg always uses Keras 3."""
+    """Accepted for compatibility ("keras" or "tf.keras", case-insensitive); kseg always uses Keras 3."""
     global _FRAMEWORK
-    if name not in ("keras", "tf.keras"):
+    lowered = name.lower() if isinstance(name, str) else name
+    if lowered not in ("keras", "tf.keras"):
         raise ValueError(f"framework must be 'keras' or 'tf.keras', got {name!r}")
-    _FRAMEWORK = name
+    _FRAMEWORK = lowered
 
 
 def framework() -> str:
@@ -46,10 +48,9 @@ def framework() -> str:
 
 def get_preprocessing(backbone_name: str):
     """The input preprocessing for ``backbone_name``: a float32 cast (the model normalises itself)."""
-    from kseg.models import list_backbones
+    from kseg.sm.models import check_backbone
 
-    if backbone_name not in list_backbones():
-        raise ValueError(f"unknown backbone {backbone_name!r}: choose one of {', '.join(list_backbones())}")
+    check_backbone(backbone_name)
 
     def preprocess_input(x, **kwargs):
         return np.asarray(x, dtype=np.float32)
