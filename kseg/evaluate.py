@@ -480,7 +480,8 @@ def _positive(val, flag):
     return v
 
 
-BINARY_COLORS = ((90, 90, 90), (230, 30, 30))  # a binary dataset's background and foreground, when none are given
+# a binary dataset's background and foreground, when none are given (kseg.viz.PALETTES["binary"])
+BINARY_COLORS = ((90, 90, 90), (230, 30, 30))
 
 
 def _split_note(args, info) -> str | None:

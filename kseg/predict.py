@@ -53,7 +53,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 MERGES = ("mean", "max")
 TAG = ("Software", "kseg.predict")  # the PNG text chunk that marks kseg.predict's own outputs
 OVERLAY = "_overlay"
-FOREGROUND = (255, 0, 0)  # a binary model's overlay colour when no palette gives one
+FOREGROUND = (230, 30, 30)  # a binary model's overlay colour when no palette gives one (kseg.viz.PALETTES["binary"])
 
 
 def list_images(inputs, quiet: bool = False) -> list[Path]:

@@ -12,8 +12,8 @@ PALETTES = {
     "regions": [(70, 130, 180), (34, 139, 34), (128, 64, 128), (124, 252, 0), (0, 105, 148),
                 (178, 34, 34), (139, 115, 85), (255, 215, 0)],
     "surfaces": [(70, 130, 180), (128, 64, 128), (220, 120, 60)],
-    # binary masks: light grey background, crimson foreground (unknown stays black)
-    "binary": [(200, 200, 200), (220, 20, 60)],
+    # binary masks: grey background, red foreground (unknown stays black)
+    "binary": [(90, 90, 90), (230, 30, 30)],
 }
 
 

@@ -571,3 +571,10 @@ def test_a_run_without_an_ignore_value_is_evaluated_without_one(tmp_path):
                                 "--data", str(tmp_path)])
     evaluate.resolve(args, {"data_format": "folder", "ignore_index": 7})
     assert args.ignore_index == 7
+
+
+def test_binary_colours_are_one_palette_everywhere():
+    from kseg import evaluate, predict, viz
+
+    assert [tuple(c) for c in viz.PALETTES["binary"]] == [tuple(c) for c in evaluate.BINARY_COLORS]
+    assert tuple(predict.FOREGROUND) == tuple(viz.PALETTES["binary"][1])
