@@ -536,6 +536,23 @@ def _constant_normalization(model):
     return copy
 
 
+def sm_encoder_skips(backbone, input_shape, encoder_weights, encoder_freeze, encoder_features, backbone_kwargs,
+                     levels: int):
+    """segmentation_models' encoder for a decoder of ``levels`` levels (U-Net, Linknet):
+    ``(inputs, deepest, skips, pooled)`` with ``skips`` deepest first, None past the encoder's features.
+    ``encoder_features`` is "default" (the backbone's four) or layer names / indexes (:func:`sm_encoder`)."""
+    from kseg.models.layers import check_input_shape
+
+    if backbone_kwargs:
+        raise ValueError("backbone_kwargs cannot be combined with encoder_features")
+    if encoder_features == "default":
+        encoder_features = SM_FEATURE_LAYERS.get(backbone, ())[:4]
+    inputs, x, feats, pooled = sm_encoder(backbone, check_input_shape(input_shape), encoder_weights,
+                                          encoder_freeze, list(encoder_features))
+    skips = list(feats[:levels]) + [None] * max(0, levels - len(feats))
+    return inputs, x, skips, pooled
+
+
 def sm_encoder(backbone: str, input_shape, weights=None, freeze: bool = False, feature_layers=(), top: bool = True):
     """segmentation_models' encoder ``backbone`` for kseg.sm's models.
 

@@ -38,16 +38,9 @@ def linknet(num_classes: int, backbone: str = "resnet34", input_shape=(None, Non
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
     if encoder_features is not None:
-        from kseg.models.layers import check_input_shape
-
-        if backbone_kwargs:
-            raise ValueError("backbone_kwargs cannot be combined with encoder_features")
-        if encoder_features == "default":
-            encoder_features = bb.SM_FEATURE_LAYERS.get(backbone, ())[:4]
-        inputs, x, feats, pooled = bb.sm_encoder(backbone, check_input_shape(input_shape), encoder_weights,
-                                                 encoder_freeze, list(encoder_features))
         decoder_filters = tuple(decoder_filters or (None, None, None, None, 16))
-        skips = list(feats[:len(decoder_filters)]) + [None] * max(0, len(decoder_filters) - len(feats))
+        inputs, x, skips, pooled = bb.sm_encoder_skips(backbone, input_shape, encoder_weights, encoder_freeze,
+                                                       encoder_features, backbone_kwargs, len(decoder_filters))
         center = pooled if center is None else center
     else:
         inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
