@@ -77,8 +77,10 @@ PEER_SETTINGS = {"peer": "tensorflow default kernels", "peer_onednn": "TF_ENABLE
 # --------------------------------------------------------------------------- worker side (kseg's or the peer's venv)
 
 def import_kseg_first() -> None:
-    """Import kseg from this checkout before TensorFlow, as kseg.train does: its TF_ENABLE_ONEDNN_OPTS default
-    then applies to the worker."""
+    """Import kseg from this checkout before TensorFlow, with the TF_ENABLE_ONEDNN_OPTS default a kseg command
+    sets (kseg.startup: 1 on x86 unless the row sets it)."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     sys.path.insert(0, str(ROOT))
     import kseg  # noqa: F401
 

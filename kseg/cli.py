@@ -4,8 +4,9 @@
 line (``kseg train --mask surfaces`` is ``python -m kseg.train --mask surfaces``),
 so each command takes the options its module documents (``kseg CMD --help``).
 A module is imported only when its command runs: ``kseg --help`` and
-``kseg --version`` answer without loading TensorFlow. ``python -m kseg`` is the
-same command. Errors a user can cause print one line ``kseg: error: ...`` and
+``kseg --version`` answer without loading TensorFlow, and a command starts
+TensorFlow quietly with oneDNN on (:mod:`kseg.startup`, which ``import kseg``
+runs first in a command's process). ``python -m kseg`` is the same command. Errors a user can cause print one line ``kseg: error: ...`` and
 exit with status 2.
 """
 

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from kseg.errors import KsegError, cli_entry
+from kseg.saving import load_keras_model as load_model  # noqa: F401  (kseg.export.load_model, as before)
 
 MULTIPLE = 32
 TFLITE_NAME = "model.tflite"
@@ -142,30 +143,6 @@ def export_tflite(saved_model_dir, path) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
-
-
-def load_model(path):
-    """Load a ``.keras`` model (safe mode on) for export, evaluation or prediction, in float32.
-
-    A model trained under mixed precision (``kseg.train --precision mixed_bfloat16``) comes back as its
-    float32 copy (:func:`kseg.models.layers.float32_copy`: the same float32 weights), so it evaluates and
-    predicts at full speed on any CPU."""
-    import keras
-
-    import kseg.losses  # noqa: F401  (registers kseg's serialisable losses, metrics and layers)
-    import kseg.metrics  # noqa: F401
-    import kseg.models  # noqa: F401
-
-    path = Path(path)
-    if not path.exists():
-        raise KsegError(f"{path}: no such model file")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:  # keras raises many types for a file that is not a model
-        raise KsegError(f"{path}: not a loadable Keras model ({type(err).__name__}: {err})") from None
-    from kseg.models.layers import float32_copy
-
-    return float32_copy(model)
 
 
 @cli_entry

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import platform
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+# the settings a kseg command starts TensorFlow with (kseg.startup), before anything imports it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import kseg  # noqa: E402,F401  (before any test imports TensorFlow: tests run with kseg's TF settings, as users do)
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import kseg  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -104,18 +104,49 @@ def test_train_reaches_kseg_train_and_its_one_line_error(capsys):
     assert capsys.readouterr().err == "kseg: error: bad --epochs 0: give a positive integer\n"
 
 
-def test_python_m_kseg_help_without_tensorflow():
+def _imported(stderr: str) -> set[str]:
+    """The modules ``python -X importtime`` reports on stderr."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args", [["-m", "kseg", "--help"], ["-m", "kseg", "--version"],
+                                  ["-m", "kseg", "train", "--help"], ["-m", "kseg.export", "--help"]])
+def test_help_and_version_answer_without_tensorflow(args):
+    """``import kseg`` imports TensorFlow for a library user; a kseg command imports only what it runs."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True,
+                            env=_env(), cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: " if "--help" in args else "kseg ")
+    modules = _imported(result.stderr)
+    assert "kseg" in modules  # the probe works
+    assert not {"tensorflow", "keras"} & modules
+
+
+def test_python_m_kseg_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "kseg", "--help"], capture_output=True, text=True,
                             env=_env(), cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: kseg <command>")
     assert all(f"  {name} " in result.stdout for name in NAMES)
-    probe = ("import sys; from kseg.cli import main; main(['--help']); "
-             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), cwd=REPO,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_a_command_starts_tensorflow_quietly(command, tmp_path):
+    """TensorFlow's start-up lines (absl banner, oneDNN and CUDA notes, cuInit) do not reach the user:
+    a failing command prints its one kseg line and nothing else."""
+    garbage = tmp_path / "notes.keras"
+    garbage.write_text("not a model")
+    args, line = {
+        "train": (["--epochs", "0"], "kseg: error: bad --epochs 0: give a positive integer"),
+        "export": (["--model", str(garbage), "--out", str(tmp_path / "out")],  # loading imports TensorFlow
+                   f"kseg: error: {garbage}: not a loadable Keras model ("),
+    }[command]
+    env = _env()
+    env.pop("KSEG_DEBUG", None)
+    result = subprocess.run([sys.executable, "-m", f"kseg.{command}", *args], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_python_m_kseg_unknown_command_exit_status():

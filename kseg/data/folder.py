@@ -63,7 +63,7 @@ RARE_PIXELS = 50
 GIVEN = "the class names given"  # a class with fewer pixels than this over all masks is warned about
 
 
-@dataclass
+@dataclass(repr=False)  # Iccv09's one-line repr
 class FolderDataset(Iccv09):
     """A user's dataset: :class:`Iccv09`'s fields plus the palette's colours (or None)."""
 

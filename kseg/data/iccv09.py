@@ -251,6 +251,18 @@ class Iccv09:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:
+        """One line: where the data is, how many images, the classes (not the label maps)."""
+        parts = [f"root={str(self.root)!r}", f"mask={str(self.mask)!r}", f"images={len(self)}",
+                 f"classes={list(self.class_names)}"]
+        if hasattr(self, "binary"):  # FolderDataset
+            parts.append(f"binary={self.binary}")
+            colors = getattr(self, "colors", None)
+            parts.append(f"colors={'None' if colors is None else len(colors)}")
+        if self.skipped:
+            parts.append(f"skipped={len(self.skipped)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
 
 def verify_layout(root: Path, mask: str | None = None) -> list[str]:
     """Check images/ and labels/ hold matching ids; return the sorted ids.

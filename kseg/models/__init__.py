@@ -55,12 +55,24 @@ def with_output_stride(model, output_stride: int):
     return atrous(model, output_stride)
 
 
-def build(name: str = "unet", backbone: str = "resnet34", num_classes: int = 3, input_shape=(None, None, 3),
+# the backbone build() uses when none is given: resnet34, or the first an architecture supports
+DEFAULT_BACKBONE = "resnet34"
+
+
+def default_backbone(name: str) -> str:
+    """The backbone ``build(name)`` uses when none is given (resnet34; segnet: vgg16)."""
+    supported = supported_backbones(name)
+    return DEFAULT_BACKBONE if DEFAULT_BACKBONE in supported else ("vgg16" if "vgg16" in supported else supported[0])
+
+
+def build(name: str = "unet", backbone: str | None = None, num_classes: int = 3, input_shape=(None, None, 3),
           encoder_weights=None, encoder_freeze: bool = False, activation: str | None = "softmax", **kwargs):
-    """Build architecture ``name`` on ``backbone``; extra keyword arguments go to its builder."""
+    """Build architecture ``name`` on ``backbone`` (None: :func:`default_backbone`); extra keyword arguments
+    go to its builder."""
     try:
         fn = MODELS[name]
     except KeyError:
         raise KsegError(f"unknown model {name!r}: choose one of {', '.join(list_models())}") from None
+    backbone = default_backbone(name) if backbone is None else backbone
     return fn(num_classes=num_classes, backbone=backbone, input_shape=input_shape,
               encoder_weights=encoder_weights, encoder_freeze=encoder_freeze, activation=activation, **kwargs)

@@ -1,0 +1,144 @@
+"""Loading a trained model: ``kseg.load_model(path)``.
+
+``path`` may be
+
+- a ``.keras`` file (``best.keras``): a ``keras.Model`` in float32 (:func:`load_keras_model`);
+- a run folder that holds ``best.keras`` (what ``kseg train --out`` writes): its ``best.keras``, as above;
+- a SavedModel folder written by ``kseg export`` (or by training, ``runs/x/saved_model``): an
+  :class:`ExportedModel`, whose ``predict(images)`` takes uint8 (or 0..255 float) RGB images of any
+  size and returns a dict of NumPy arrays, and which says what it serves (``num_classes``, ``binary``).
+
+>>> model = kseg.load_model("runs/x/best.keras")          # keras.Model: model.predict(batch) as usual
+>>> served = kseg.load_model("runs/x/saved_model")
+>>> out = served.predict(image)                            # image (H, W, 3) uint8 -> out["class_map"] (H, W)
+
+Every problem with ``path`` raises :class:`~kseg.errors.KsegError` in one line naming it.
+``import kseg`` registers kseg's losses, metrics, layers, optimizers and schedules, so
+``keras.saving.load_model`` also reads a compiled kseg model after it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kseg.errors import KsegError
+
+KERAS_FILE = "best.keras"
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _register() -> None:
+    """Import the modules whose classes a saved kseg model names (losses, metrics, layers, optimizers...)."""
+    import kseg.losses  # noqa: F401
+    import kseg.metrics  # noqa: F401
+    import kseg.models  # noqa: F401  (layers and learning-rate schedules)
+    import kseg.optimizers  # noqa: F401
+    import kseg.sm  # noqa: F401  (kseg.sm's losses and metrics)
+
+
+def load_keras_model(path):
+    """Load a ``.keras`` model (safe mode on, not compiled) for export, evaluation or prediction, in float32.
+
+    A model trained under mixed precision (``kseg.train --precision mixed_bfloat16``) comes back as its
+    float32 copy (:func:`kseg.models.layers.float32_copy`: the same float32 weights), so it evaluates and
+    predicts at full speed on any CPU."""
+    path = Path(path)
+    if not path.exists():
+        raise KsegError(f"{path}: no such model file")
+    import keras
+
+    _register()
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # keras raises many types for a file that is not a model
+        raise KsegError(f"{path}: not a loadable Keras model ({_one_line(err)})") from None
+    from kseg.models.layers import float32_copy
+
+    return float32_copy(model)
+
+
+class ExportedModel:
+    """A SavedModel written by ``kseg export``, ready to predict.
+
+    Attributes:
+        path: the SavedModel folder.
+        num_classes: the number of probability channels (1 for a binary model: the foreground probability).
+        binary: True when it serves a binary model (outputs ``probabilities`` (N, H, W, 1) and a 0/1 ``mask``),
+            False for a multi-class model (``probabilities`` (N, H, W, C) and ``class_map``).
+        outputs: the names of the arrays :meth:`predict` returns.
+        signature: TensorFlow's ``serving_default`` function itself.
+    """
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.path = Path(path)
+        try:
+            loaded = tf.saved_model.load(str(self.path))
+        except Exception as err:  # TF raises many types for a broken folder
+            raise KsegError(f"{self.path}: cannot load the SavedModel ({_one_line(err)})") from None
+        signature = getattr(loaded, "signatures", {}).get("serving_default")
+        if signature is None:
+            raise KsegError(f"{self.path}: the SavedModel has no serving_default signature")
+        _, inputs = signature.structured_input_signature
+        outputs = signature.structured_outputs
+        if set(inputs) != {"images"} or not isinstance(outputs, dict) or "probabilities" not in outputs:
+            raise KsegError(f"{self.path}: not a kseg export (its serving_default takes {sorted(inputs)} and "
+                            f"returns {sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__}; "
+                            f"kseg's takes images and returns probabilities)")
+        self._loaded = loaded  # keeps the signature's variables alive
+        self.signature = signature
+        self._dtype = inputs["images"].dtype
+        channels = outputs["probabilities"].shape[-1]
+        self.num_classes = None if channels is None else int(channels)
+        self.binary = "mask" in outputs
+        self.outputs = tuple(sorted(outputs))
+
+    def predict(self, images) -> dict[str, np.ndarray]:
+        """Run the model on ``images``: one RGB image (H, W, 3) or a batch (N, H, W, 3), of any size.
+
+        uint8 images go in as they are; float images are taken as 0..255 pixel values (as kseg's models
+        take them), rounded and clipped to uint8, which is what the SavedModel takes. Returns
+        ``{"probabilities": float32 (N, H, W, C), "class_map": int32 (N, H, W)}`` (a binary model:
+        ``probabilities`` (N, H, W, 1) and ``mask`` uint8 (N, H, W)); for one image, without the N axis.
+        """
+        import tensorflow as tf
+
+        x = np.asarray(images)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise KsegError(f"{self.path}: predict takes RGB images (H, W, 3) or (N, H, W, 3), got shape {x.shape}")
+        if x.dtype != np.uint8:
+            x = np.clip(np.rint(x.astype(np.float32)), 0, 255).astype(np.uint8)
+        out = self.signature(images=tf.convert_to_tensor(x, self._dtype))
+        return {key: (np.asarray(v)[0] if single else np.asarray(v)) for key, v in out.items()}
+
+    def __repr__(self) -> str:
+        kind = "binary" if self.binary else f"{self.num_classes} classes"
+        return f"ExportedModel({str(self.path)!r}, {kind}, outputs={list(self.outputs)})"
+
+
+def load_model(path):
+    """Load a trained model from a ``.keras`` file, a run folder holding ``best.keras``, or a SavedModel folder.
+
+    Returns a ``keras.Model`` in float32 for a ``.keras`` file or a run folder
+    (:func:`load_keras_model`), an :class:`ExportedModel` for a SavedModel folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise KsegError(f"{path}: no such model file or folder")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return ExportedModel(path)
+        if (path / KERAS_FILE).is_file():
+            return load_keras_model(path / KERAS_FILE)
+        raise KsegError(f"{path}: neither a SavedModel folder (no saved_model.pb) nor a run folder "
+                        f"(no {KERAS_FILE})")
+    return load_keras_model(path)
