@@ -140,7 +140,7 @@ def test_registry_names_and_supported_pairs():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: models.build("hrnet"), "unknown model 'hrnet'"),
+    (lambda: models.build("nosuchnet"), "unknown model 'nosuchnet'"),
     (lambda: models.build("fcn8s", backbone="resnet101"), "unknown backbone 'resnet101'"),
     (lambda: models.build("segnet", backbone="resnet18"), "max-pools at every stride"),
     (lambda: models.build("deeplabv3plus", backbone="resnet18", output_stride=32), "16 or 8"),
