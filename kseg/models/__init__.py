@@ -18,14 +18,19 @@ from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
 from kseg.models.linknet import linknet
 from kseg.models.pspnet import pspnet
+from kseg.models.segformer import segformer
 from kseg.models.segnet import segnet
 from kseg.models.unet import unet
 
 MODELS = {"unet": unet, "linknet": linknet, "fpn": fpn, "fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s,
           "pspnet": pspnet, "segnet": segnet, "deeplabv3plus": deeplabv3plus}
+MODELS["segformer"] = segformer
 
 # backbones each architecture supports (SegNet unpools with max-pooling indices: only pooling encoders)
 SUPPORTED = {name: ("plain", "vgg16") if name == "segnet" else None for name in MODELS}
+SUPPORTED["segformer"] = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")  # MiT encoders only
+# the backbone ``build(name)`` uses when none is given (resnet34 for the others)
+DEFAULT_BACKBONES = {"segformer": "mit_b0"}
 
 
 def supported_backbones(name: str) -> list[str]:
@@ -55,12 +60,14 @@ def with_output_stride(model, output_stride: int):
     return atrous(model, output_stride)
 
 
-def build(name: str = "unet", backbone: str = "resnet34", num_classes: int = 3, input_shape=(None, None, 3),
+def build(name: str = "unet", backbone: str | None = None, num_classes: int = 3, input_shape=(None, None, 3),
           encoder_weights=None, encoder_freeze: bool = False, activation: str | None = "softmax", **kwargs):
-    """Build architecture ``name`` on ``backbone``; extra keyword arguments go to its builder."""
+    """Build architecture ``name`` on ``backbone`` (default resnet34, mit_b0 for segformer); extra keyword
+    arguments go to its builder."""
     try:
         fn = MODELS[name]
     except KeyError:
         raise KsegError(f"unknown model {name!r}: choose one of {', '.join(list_models())}") from None
+    backbone = backbone or DEFAULT_BACKBONES.get(name, "resnet34")
     return fn(num_classes=num_classes, backbone=backbone, input_shape=input_shape,
               encoder_weights=encoder_weights, encoder_freeze=encoder_freeze, activation=activation, **kwargs)
