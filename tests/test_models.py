@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 ARCHS = ["unet", "linknet", "fpn", "fcn32s", "fcn16s", "fcn8s", "pspnet", "segnet", "deeplabv3plus"]
 BACKBONES = ["plain", "vgg16", "resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnetb0"]
+MIT_ARCHS = ["segformer"]  # on MiT encoders only, not on the backbones above
 SMALL_PLAIN = {"filters": (8, 16, 32, 64, 128)}
 
 
@@ -133,7 +134,8 @@ def pipeline(arch, backbone, tmp_path, eager=True, **kw):
 # --------------------------------------------------------------------------- registry
 
 def test_registry_names_and_supported_pairs():
-    assert models.list_models() == sorted(ARCHS)
+    assert models.list_models() == sorted(ARCHS + MIT_ARCHS)  # MiT-only architectures: tests/test_segformer.py
+    assert models.supported_backbones("segformer")[0] == "mit_b0"
     assert models.list_backbones() == sorted(BACKBONES)
     assert models.supported_backbones("segnet") == ["plain", "vgg16"]
     assert models.supported_backbones("deeplabv3plus") == sorted(BACKBONES)

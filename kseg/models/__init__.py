@@ -18,14 +18,19 @@ from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
 from kseg.models.linknet import linknet
 from kseg.models.pspnet import pspnet
+from kseg.models.segformer import segformer
 from kseg.models.segnet import segnet
 from kseg.models.unet import unet
 
 MODELS = {"unet": unet, "linknet": linknet, "fpn": fpn, "fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s,
           "pspnet": pspnet, "segnet": segnet, "deeplabv3plus": deeplabv3plus}
+MODELS["segformer"] = segformer
 
 # backbones each architecture supports (SegNet unpools with max-pooling indices: only pooling encoders)
 SUPPORTED = {name: ("plain", "vgg16") if name == "segnet" else None for name in MODELS}
+SUPPORTED["segformer"] = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")  # MiT encoders only
+# the backbone ``build(name)`` uses when none is given (resnet34 for the others)
+DEFAULT_BACKBONES = {"segformer": "mit_b0"}
 
 
 def supported_backbones(name: str) -> list[str]:
@@ -60,7 +65,9 @@ DEFAULT_BACKBONE = "resnet34"
 
 
 def default_backbone(name: str) -> str:
-    """The backbone ``build(name)`` uses when none is given (resnet34; segnet: vgg16)."""
+    """The backbone ``build(name)`` uses when none is given (resnet34; segnet: vgg16; segformer: mit_b0)."""
+    if name in DEFAULT_BACKBONES:
+        return DEFAULT_BACKBONES[name]
     supported = supported_backbones(name)
     return DEFAULT_BACKBONE if DEFAULT_BACKBONE in supported else ("vgg16" if "vgg16" in supported else supported[0])
 
