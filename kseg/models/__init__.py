@@ -16,6 +16,7 @@ from kseg.models.backbones import list_backbones  # noqa: F401
 from kseg.models.deeplab import deeplabv3plus
 from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
+from kseg.models.hrnet import BACKBONES as HRNET_BACKBONES, DEFAULT_BACKBONE as HRNET_DEFAULT, hrnet
 from kseg.models.linknet import linknet
 from kseg.models.pspnet import pspnet
 from kseg.models.segnet import segnet
@@ -23,9 +24,12 @@ from kseg.models.unet import unet
 
 MODELS = {"unet": unet, "linknet": linknet, "fpn": fpn, "fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s,
           "pspnet": pspnet, "segnet": segnet, "deeplabv3plus": deeplabv3plus}
+MODELS["hrnet"] = hrnet
 
 # backbones each architecture supports (SegNet unpools with max-pooling indices: only pooling encoders)
 SUPPORTED = {name: ("plain", "vgg16") if name == "segnet" else None for name in MODELS}
+SUPPORTED["hrnet"] = HRNET_BACKBONES  # its own variants only
+DEFAULT_BACKBONE = {"hrnet": HRNET_DEFAULT}  # build()'s backbone when none is given (else resnet34)
 
 
 def supported_backbones(name: str) -> list[str]:
@@ -55,12 +59,15 @@ def with_output_stride(model, output_stride: int):
     return atrous(model, output_stride)
 
 
-def build(name: str = "unet", backbone: str = "resnet34", num_classes: int = 3, input_shape=(None, None, 3),
+def build(name: str = "unet", backbone: str | None = None, num_classes: int = 3, input_shape=(None, None, 3),
           encoder_weights=None, encoder_freeze: bool = False, activation: str | None = "softmax", **kwargs):
-    """Build architecture ``name`` on ``backbone``; extra keyword arguments go to its builder."""
+    """Build architecture ``name`` on ``backbone`` (default resnet34, hrnet's hrnet_w18_small_v2); extra
+    keyword arguments go to its builder."""
     try:
         fn = MODELS[name]
     except KeyError:
         raise KsegError(f"unknown model {name!r}: choose one of {', '.join(list_models())}") from None
+    if backbone is None:
+        backbone = DEFAULT_BACKBONE.get(name, "resnet34")
     return fn(num_classes=num_classes, backbone=backbone, input_shape=input_shape,
               encoder_weights=encoder_weights, encoder_freeze=encoder_freeze, activation=activation, **kwargs)
