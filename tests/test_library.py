@@ -42,7 +42,7 @@ def test_segnet_builds_with_its_own_default_backbone():
 
 
 def test_default_backbone_is_resnet34_where_supported():
-    own = {"segnet": "vgg16", "segformer": "mit_b0"}  # architectures that do not build on resnet34
+    own = {"segnet": "vgg16", "segformer": "mit_b0", "hrnet": "hrnet_w18_small_v2"}  # architectures that do not build on resnet34
     assert {name: models.default_backbone(name) for name in models.list_models()} == {
         name: own.get(name, "resnet34") for name in models.list_models()}
 

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 ARCHS = ["unet", "linknet", "fpn", "fcn32s", "fcn16s", "fcn8s", "pspnet", "segnet", "deeplabv3plus"]
 BACKBONES = ["plain", "vgg16", "resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnetb0"]
-MIT_ARCHS = ["segformer"]  # on MiT encoders only, not on the backbones above
+MIT_ARCHS = ["segformer", "hrnet"]  # on their own encoders only, not on the backbones above
 SMALL_PLAIN = {"filters": (8, 16, 32, 64, 128)}
 
 

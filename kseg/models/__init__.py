@@ -16,6 +16,7 @@ from kseg.models.backbones import list_backbones  # noqa: F401
 from kseg.models.deeplab import deeplabv3plus
 from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
+from kseg.models.hrnet import BACKBONES as HRNET_BACKBONES, DEFAULT_BACKBONE as HRNET_DEFAULT, hrnet
 from kseg.models.linknet import linknet
 from kseg.models.pspnet import pspnet
 from kseg.models.segformer import segformer
@@ -25,12 +26,14 @@ from kseg.models.unet import unet
 MODELS = {"unet": unet, "linknet": linknet, "fpn": fpn, "fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s,
           "pspnet": pspnet, "segnet": segnet, "deeplabv3plus": deeplabv3plus}
 MODELS["segformer"] = segformer
+MODELS["hrnet"] = hrnet
 
 # backbones each architecture supports (SegNet unpools with max-pooling indices: only pooling encoders)
 SUPPORTED = {name: ("plain", "vgg16") if name == "segnet" else None for name in MODELS}
 SUPPORTED["segformer"] = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")  # MiT encoders only
+SUPPORTED["hrnet"] = HRNET_BACKBONES  # its own variants only
 # the backbone ``build(name)`` uses when none is given (resnet34 for the others)
-DEFAULT_BACKBONES = {"segformer": "mit_b0"}
+DEFAULT_BACKBONES = {"segformer": "mit_b0", "hrnet": HRNET_DEFAULT}
 
 
 def supported_backbones(name: str) -> list[str]:
@@ -65,7 +68,7 @@ DEFAULT_BACKBONE = "resnet34"
 
 
 def default_backbone(name: str) -> str:
-    """The backbone ``build(name)`` uses when none is given (resnet34; segnet: vgg16; segformer: mit_b0)."""
+    """The backbone ``build(name)`` uses when none is given (resnet34; segnet: vgg16; segformer: mit_b0; hrnet: hrnet_w18_small_v2)."""
     if name in DEFAULT_BACKBONES:
         return DEFAULT_BACKBONES[name]
     supported = supported_backbones(name)
