@@ -3,7 +3,7 @@
 >>> model = kseg.models.build("unet", backbone="resnet34", num_classes=3, input_shape=(224, 224, 3))
 
 Architectures: ``list_models()`` (unet, linknet, fpn, fcn32s, fcn16s, fcn8s,
-pspnet, segnet, deeplabv3plus); backbones: ``list_backbones()``; the pairs that build:
+pspnet, segnet, deeplabv3plus, segformer on MiT encoders, hrnet on its own); backbones: ``list_backbones()``; the pairs that build:
 ``supported_backbones(name)``.
 """
 
