@@ -400,7 +400,9 @@ def test_a_kill_between_weights_and_state_resumes_from_the_previous_epoch(tmp_pa
 
     model.set_weights([w + 1 for w in saved])
     recorder.last_good_epoch = 1
-    monkeypatch.setattr(train, "write_text_atomic", killed)
+    from kseg.training import callbacks
+
+    monkeypatch.setattr(callbacks, "write_text_atomic", killed)
     with pytest.raises(Killed):
         cb.on_epoch_end(1)  # epoch-2 weights are written, then the process dies before state.json
     state = train.read_resume_state(backup, config)
