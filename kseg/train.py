@@ -93,7 +93,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 def _model_options(p: argparse.ArgumentParser) -> None:
     """The model and its encoder."""
     p.add_argument("--model", default=DEFAULTS["model"], help="architecture (see kseg.models.list_models())")
-    p.add_argument("--backbone", default=DEFAULTS["backbone"], help="encoder (see kseg.models.list_backbones())")
+    p.add_argument("--backbone", default=DEFAULTS["backbone"],
+                   help="encoder (see kseg.models.list_backbones()); default: the architecture's own (resnet34; "
+                        "segnet vgg16, segformer mit_b0, hrnet hrnet_w18_small_v2)")
     p.add_argument("--encoder-weights", default=DEFAULTS["encoder_weights"], help="none, imagenet, or a weights file")
     p.add_argument("--encoder-freeze", action="store_true", help="do not train the encoder")
     p.add_argument("--freeze-epochs", type=int, default=DEFAULTS["freeze_epochs"],

@@ -135,13 +135,6 @@ def test_the_names_kseg_train_offered_are_still_there():
         train.nope  # noqa: B018
 
 
-def test_importing_the_command_or_the_library_does_not_load_tensorflow():
-    code = "import sys, kseg.train, kseg.training; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["False", "False"]
-
-
 # --------------------------------------------------------------------------- callbacks and the sparse loss
 
 def _tiny_compiled():
@@ -227,3 +220,11 @@ def test_sparse_adapter_is_the_one_hot_loss_with_255_ignored(channel):
     changed = probs.copy()
     changed[0, 0, :] = [1.0, 0.0, 0.0]  # the ignored pixels' predictions do not count
     np.testing.assert_allclose(float(sparse(y.astype("float32"), changed)), got, rtol=1e-6)
+
+
+def test_default_backbones_agree_with_the_model_registry():
+    from kseg import models
+    from kseg.training.config import DEFAULT_BACKBONES
+
+    for name in models.list_models():
+        assert DEFAULT_BACKBONES.get(name, "resnet34") == models.default_backbone(name), name

@@ -27,6 +27,11 @@ FOLDS = tuple(range(5))
 OUTPUT_STRIDES = (8, 16, 32)
 
 
+# each architecture's backbone when --backbone is not given (kseg.models.default_backbone, kept here so that
+# parsing options does not import TensorFlow; tests/test_training.py checks the two agree)
+DEFAULT_BACKBONES = {"segnet": "vgg16", "segformer": "mit_b0", "hrnet": "hrnet_w18_small_v2"}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """The options of one training run (``python -m kseg.train --help`` describes each; ``--batch-size`` is
@@ -43,7 +48,7 @@ class TrainConfig:
     threshold: float = 0.5
     overwrite: bool = False
     model: str = "unet"
-    backbone: str = "resnet34"
+    backbone: str | None = None  # None: the architecture's own default (DEFAULT_BACKBONES)
     encoder_weights: str | None = None
     encoder_freeze: bool = False
     freeze_epochs: int = 0
@@ -202,6 +207,8 @@ def _resolve(c: TrainConfig) -> None:
     c.size = check_size(c.size)
     if c.encoder_weights in ("none", "None", ""):
         c.encoder_weights = None
+    if c.backbone is None:
+        c.backbone = DEFAULT_BACKBONES.get(c.model, "resnet34")
     if c.out is None:
         c.out = os.path.join("runs", f"{c.mask if c.data_format == 'iccv09' else 'folder'}-{c.model}-{c.backbone}")
 
