@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_tiny_iccv09, write_label
+from conftest import write_label
 from kseg.data import (check_size, iccv09_datasets, load_iccv09, make_dataset, parse_label_text, repeat_factors,
                        split_indices)
 from kseg.data import iccv09 as ic

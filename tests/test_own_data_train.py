@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_tiny_iccv09
 from kseg import train
 
 

@@ -34,7 +34,7 @@ from conftest import REPO, write_label
 from kseg import train
 from kseg.data import iccv09 as ic
 from kseg.data import load_iccv09, parse_label_text
-from kseg.errors import KsegError, atomic_path, cli_entry, write_text_atomic
+from kseg.errors import KsegError, cli_entry, write_text_atomic
 
 
 def _one_error_line(capsys) -> str:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
 from kseg import train
 from kseg.errors import KsegError
 from kseg.training import TrainConfig
