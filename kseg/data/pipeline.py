@@ -16,44 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.errors import KsegError
+# the size rule lives in kseg.shapes; its names stay importable from here
+from kseg.shapes import MULTIPLE, SizeError, check_size, nearest_multiples  # noqa: F401
 
 IGNORE_INDEX = 255
-MULTIPLE = 32
-
-
-def check_size(size) -> tuple[int, int]:
-    """Normalise ``size`` (int, "H", "HxW", (H, W)) to (H, W), each a multiple of 32.
-
-    Raises :class:`KsegError` (a ``ValueError``) naming the nearest valid sizes.
-    """
-    if isinstance(size, str):
-        parts = size.lower().replace(",", "x").split("x")
-        try:
-            vals = [int(p) for p in parts if p.strip()]
-        except ValueError:
-            raise SizeError(f"bad size {size!r}: give H or HxW, e.g. 224 or 256x320") from None
-    elif isinstance(size, (int, np.integer)):
-        vals = [int(size)]
-    else:
-        vals = [int(v) for v in size]
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2:
-        raise SizeError(f"bad size {size!r}: give H or HxW, e.g. 224 or 256x320")
-    for v in vals:
-        if v <= 0 or v % MULTIPLE:
-            raise SizeError(f"size {v} is not a multiple of {MULTIPLE}: use {nearest_multiples(v)}")
-    return vals[0], vals[1]
-
-
-def nearest_multiples(v: int) -> str:
-    lo = max(MULTIPLE, (v // MULTIPLE) * MULTIPLE)
-    hi = lo + MULTIPLE if lo < v else lo
-    return f"{lo} or {hi}" if lo != hi else str(lo)
-
-
-class SizeError(KsegError, ValueError):
-    """A height or width that is not a positive multiple of 32."""
 
 
 def to_sparse(labels):

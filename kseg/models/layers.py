@@ -50,14 +50,14 @@ def sep_conv_bn_relu(x, filters: int, kernel_size: int = 3, dilation_rate: int =
 
 def check_input_shape(input_shape) -> tuple:
     """(H, W, C) with H and W multiples of 32 or None; else a ValueError naming valid sizes."""
-    from kseg.data.pipeline import MULTIPLE, SizeError, nearest_multiples
+    from kseg.shapes import SizeError, check_multiple
 
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise SizeError(f"input_shape must be (height, width, channels), got {input_shape}")
     for v in input_shape[:2]:
-        if v is not None and (int(v) <= 0 or int(v) % MULTIPLE):
-            raise SizeError(f"input size {v} is not a multiple of {MULTIPLE}: use {nearest_multiples(int(v))}")
+        if v is not None:
+            check_multiple(v, "input size")
     return input_shape
 
 
