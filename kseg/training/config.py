@@ -200,8 +200,7 @@ def _resolve(c: TrainConfig) -> None:
 
     get_augment(c.augment)  # a bad name fails before any loading
     if c.eval_scales is not None:
-        # parse_scales lives in the predict command's module; it belongs in a library module beside it
-        from kseg.predict import parse_scales
+        from kseg.inference import parse_scales
 
         c.eval_scales = parse_scales(c.eval_scales)
     c.size = check_size(c.size)

@@ -27,7 +27,7 @@ def fit(config: TrainConfig) -> dict:
     weights with their average (in the optimizer's state), so a resumed run goes on as if never stopped.
 
     The model trains under Keras's dtype policy ``config.precision`` (restored afterwards); what is evaluated
-    and exported at the end is best.keras's float32 copy (:func:`kseg.export.load_model`)."""
+    and exported at the end is best.keras's float32 copy (:func:`kseg.saving.load_keras_model`)."""
     from kseg import precision
     from kseg.distribute import gpus
 
@@ -194,7 +194,8 @@ def write_outputs(model, config: TrainConfig, data, out: Path, t0: float) -> dic
     """Score best.keras's float32 copy (metrics.json, and at native resolution if asked), draw
     predictions.png and export the SavedModel (or remove an earlier one with ``--no-export``); return the
     scores."""
-    from kseg.export import export_saved_model, load_model
+    from kseg.saving import load_keras_model as load_model
+    from kseg.serving import export_saved_model
     from kseg.models.layers import float32_copy
     from kseg.training import report
 

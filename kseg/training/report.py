@@ -39,7 +39,7 @@ def evaluate_native(model, config, data) -> dict:
     """``model``'s scores on the validation images at their native resolution with ``--eval-scales``,
     ``--eval-flip`` and ``--eval-output-stride`` (metrics.json's ``native``); says them in one line."""
     # the scoring lives in the evaluate command's module; it belongs in a library module beside it
-    from kseg.evaluate import evaluate_native as score_native
+    from kseg.evaluation import evaluate_native as score_native
     from kseg.models import with_output_stride
 
     scales = config.eval_scales or (1.0,)
@@ -58,14 +58,14 @@ def evaluate_native(model, config, data) -> dict:
 
 
 def evaluate_to_json(model, val_ds, class_names, path, extra=None, threshold=None) -> dict:
-    """Confusion matrix of ``model`` over ``val_ds`` (:func:`kseg.evaluate.evaluate`) → scores → ``path`` (JSON).
+    """Confusion matrix of ``model`` over ``val_ds`` (:func:`kseg.evaluation.evaluate`) → scores → ``path`` (JSON).
 
     ``threshold``: a binary model's (one sigmoid output) foreground threshold; its targets are one channel of
     0 / 1 with any other value unknown, and its confusion matrix is 2 x 2 (background, foreground)."""
     import numpy as np
 
     # the confusion-matrix loop lives in the evaluate command's module; it belongs in a library module
-    from kseg.evaluate import evaluate
+    from kseg.evaluation import evaluate
     from kseg.metrics import scores
 
     c = len(class_names)
