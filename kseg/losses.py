@@ -45,6 +45,7 @@ import keras
 from keras import ops
 
 from kseg.errors import KsegError
+from kseg.labels import binary_valid
 
 EPSILON = 1e-7
 
@@ -91,7 +92,7 @@ def _prepare_binary(y_true, y_pred, from_logits):
     y_pred = ops.cast(y_pred, "float32")
     if len(y_true.shape) == len(y_pred.shape) - 1:
         y_true = ops.expand_dims(y_true, -1)
-    ok = (y_true >= 0.0) & (y_true <= 1.0)
+    ok = binary_valid(y_true)
     y_true = ops.where(ok, y_true, 0.0)
     valid = ops.cast(ok, "float32")
     if from_logits:

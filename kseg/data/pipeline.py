@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.errors import KsegError
+from kseg.labels import IGNORE_INDEX, to_binary, to_one_hot, to_sparse  # noqa: F401 (their old home)
 
-IGNORE_INDEX = 255
 MULTIPLE = 32
 
 
@@ -54,27 +54,6 @@ def nearest_multiples(v: int) -> str:
 
 class SizeError(KsegError, ValueError):
     """A height or width that is not a positive multiple of 32."""
-
-
-def to_sparse(labels):
-    """Map unknown (negative) ids to IGNORE_INDEX, as sparse targets use."""
-    labels = tf.cast(labels, tf.int32)
-    return tf.where(labels < 0, tf.constant(IGNORE_INDEX, tf.int32), labels)
-
-
-def to_one_hot(labels, num_classes: int):
-    """One-hot float32 targets; negative ids and IGNORE_INDEX become all-zero rows."""
-    labels = tf.cast(labels, tf.int32)
-    labels = tf.where(labels >= num_classes, -1, labels)
-    return tf.one_hot(labels, num_classes, dtype=tf.float32)
-
-
-def to_binary(labels):
-    """Binary targets (..., 1) float32: 1 = foreground, 0 = background, IGNORE_INDEX for every other id
-    (unknown pixels, -1)."""
-    labels = tf.cast(labels, tf.int32)
-    known = (labels == 0) | (labels == 1)
-    return tf.cast(tf.where(known, labels, IGNORE_INDEX), tf.float32)[..., None]
 
 
 def split_indices(n: int, val_split: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
