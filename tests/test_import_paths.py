@@ -81,13 +81,16 @@ def test_kseg_data_folder_is_the_loader_function_after_the_submodule_loads():
         kseg.data.no_such_name  # noqa: B018
 
 
-def test_loss_classes_keep_their_registered_names():
+def test_loss_classes_keep_their_registered_names_and_module():
     import keras
 
     from kseg import losses
 
     for cls in [*losses.LOSSES.values(), losses.SumLoss]:
         assert keras.saving.get_registered_name(cls) == f"kseg>{cls.__name__}"
+        config = keras.saving.serialize_keras_object(cls() if cls is not losses.SumLoss
+                                                     else losses.DiceLoss() + losses.FocalLoss())
+        assert (config["module"], config["registered_name"]) == ("kseg.losses", f"kseg>{cls.__name__}")
 
 
 @pytest.mark.parametrize("name", ["old_names_multiclass.keras", "old_names_binary.keras"])

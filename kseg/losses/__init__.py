@@ -54,6 +54,11 @@ from kseg.losses.pixel import (BinaryCrossentropy, BinaryFocalLoss, CategoricalC
                                LovaszHingeLoss, LovaszSoftmaxLoss)
 from kseg.losses.region import DiceLoss, FocalTverskyLoss, JaccardLoss, RegionLoss, TverskyLoss  # noqa: F401
 
+# Each class names kseg.losses as its module, the module a saved model's config records for it.
+for _cls in (SegmentationLoss, SumLoss, CategoricalCrossentropy, FocalLoss, LovaszSoftmaxLoss, BinaryCrossentropy,
+             BinaryFocalLoss, LovaszHingeLoss, RegionLoss, DiceLoss, JaccardLoss, TverskyLoss, FocalTverskyLoss):
+    _cls.__module__ = __name__
+del _cls
 
 LOSSES = {
     "ce": CategoricalCrossentropy,
