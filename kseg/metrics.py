@@ -42,6 +42,7 @@ import numpy as np
 from keras import ops
 
 from kseg.errors import KsegError
+from kseg.labels import binary_hard_valid, one_hot_valid
 
 
 
@@ -53,7 +54,7 @@ def _labels(y_true, y_pred, num_classes, threshold=0.5):
     pred = ops.argmax(y_pred, axis=-1)
     if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == num_classes and num_classes > 1:
         true = ops.argmax(y_true, axis=-1)
-        valid = ops.max(y_true, axis=-1) > 0
+        valid = one_hot_valid(y_true)
     else:
         if len(y_true.shape) == len(y_pred.shape):
             y_true = ops.squeeze(y_true, -1)
@@ -72,7 +73,7 @@ def _binary_labels(y_true, y_pred, num_classes, threshold):
     pred = ops.cast(ops.cast(y_pred[..., 0], "float32") >= threshold, "int32")
     if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 2:  # one-hot (background, foreground)
         true = ops.argmax(y_true, axis=-1)
-        valid = ops.max(y_true, axis=-1) > 0
+        valid = one_hot_valid(y_true)
     else:
         if len(y_true.shape) == len(y_pred.shape):
             if y_true.shape[-1] not in (1, None):
@@ -80,7 +81,7 @@ def _binary_labels(y_true, y_pred, num_classes, threshold):
                                 "targets: give 1-channel targets (0 background, 1 foreground)")
             y_true = ops.squeeze(y_true, -1)
         t = ops.cast(y_true, "float32")
-        valid = (t == 0.0) | (t == 1.0)  # 255, -1 and soft values are ignored
+        valid = binary_hard_valid(t)  # 255, -1 and soft values are ignored
         true = ops.cast(ops.where(valid, t, 0.0), "int32")
     return (ops.reshape(ops.cast(true, "int32"), (-1,)), ops.reshape(pred, (-1,)),
             ops.reshape(valid, (-1,)))

@@ -16,31 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.errors import KsegError
-# the size rule lives in kseg.shapes; its names stay importable from here
+# the size rule lives in kseg.shapes, the label forms in kseg.labels; their names stay importable from here
+from kseg.labels import IGNORE_INDEX, to_binary, to_one_hot, to_sparse  # noqa: F401
 from kseg.shapes import MULTIPLE, SizeError, check_size, nearest_multiples  # noqa: F401
-
-IGNORE_INDEX = 255
-
-
-def to_sparse(labels):
-    """Map unknown (negative) ids to IGNORE_INDEX, as sparse targets use."""
-    labels = tf.cast(labels, tf.int32)
-    return tf.where(labels < 0, tf.constant(IGNORE_INDEX, tf.int32), labels)
-
-
-def to_one_hot(labels, num_classes: int):
-    """One-hot float32 targets; negative ids and IGNORE_INDEX become all-zero rows."""
-    labels = tf.cast(labels, tf.int32)
-    labels = tf.where(labels >= num_classes, -1, labels)
-    return tf.one_hot(labels, num_classes, dtype=tf.float32)
-
-
-def to_binary(labels):
-    """Binary targets (..., 1) float32: 1 = foreground, 0 = background, IGNORE_INDEX for every other id
-    (unknown pixels, -1)."""
-    labels = tf.cast(labels, tf.int32)
-    known = (labels == 0) | (labels == 1)
-    return tf.cast(tf.where(known, labels, IGNORE_INDEX), tf.float32)[..., None]
 
 
 def split_indices(n: int, val_split: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +139,21 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
     :data:`IGNORE_INDEX` for unknown pixels, see :func:`to_binary`), batched and prefetched.
     """
     h, w = check_size(size)
+    repeat = _check_inputs(image_paths, labels, batch_size, repeat)
+    ragged, shapes = _ragged_labels(labels)
+    ds = tf.data.Dataset.from_tensor_slices((list(map(str, image_paths)), ragged, shapes))
+    ds = ds.map(_loader(h, w), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = _training_stream(ds, len(image_paths), repeat, seed, augment)
+    ds = ds.map(_encoder(num_classes, sparse, binary), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_inputs(image_paths, labels, batch_size, repeat):
+    """Raise for mismatched lists, a bad batch size or bad repeat factors; the factors as float32 (or None)."""
     if len(image_paths) != len(labels):
         raise KsegError(f"{len(image_paths)} images but {len(labels)} label maps")
     if batch_size < 1:
@@ -169,8 +162,11 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
         repeat = np.asarray(repeat, np.float32)
         if repeat.shape != (len(labels),) or not np.all(np.isfinite(repeat) & (repeat >= 0)):
             raise KsegError(f"repeat factors: need {len(labels)} finite numbers >= 0, got shape {repeat.shape}")
-    ragged, shapes = _ragged_labels(labels)
-    ds = tf.data.Dataset.from_tensor_slices((list(map(str, image_paths)), ragged, shapes))
+    return repeat
+
+
+def _loader(h: int, w: int):
+    """``(path, flat labels, shape) -> (uint8 image, label (h, w, 1))`` resized to ``(h, w)``."""
 
     def load(path, flat, shape):
         img = decode_image(path)
@@ -181,30 +177,35 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
         lab = tf.image.resize(lab, (h, w), method="nearest")  # never interpolate class ids
         return img, lab
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache()
-    if training:
-        n = len(image_paths)
-        if repeat is not None and np.any(repeat != 1.0):
-            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(repeat)))
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    return load
 
-            def copies(pair, i):  # floor(r) copies, one more with probability frac(r); seeded per draw
-                (img, lab), r = pair
-                u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 1, tf.int64), i]))
-                k = tf.cast(tf.floor(r), tf.int64) + tf.cast(u < r - tf.floor(r), tf.int64)
-                return tf.data.Dataset.from_tensors((img, lab)).repeat(k)
 
-            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).flat_map(copies)
-            ds = ds.shuffle(n, seed=seed + 2, reshuffle_each_iteration=True)
-        else:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
-        if augment is not None:
-            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
-                lambda pair, i: augment(tf.cast(pair[0], tf.float32), pair[1],
-                                        tf.stack([tf.constant(seed, tf.int64), i])),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+def _training_stream(ds, n: int, repeat, seed: int, augment):
+    """Shuffled without end (each image ``repeat`` times a pass on average), then augmented."""
+    if repeat is not None and np.any(repeat != 1.0):
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(repeat)))
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+
+        def copies(pair, i):  # floor(r) copies, one more with probability frac(r); seeded per draw
+            (img, lab), r = pair
+            u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 1, tf.int64), i]))
+            k = tf.cast(tf.floor(r), tf.int64) + tf.cast(u < r - tf.floor(r), tf.int64)
+            return tf.data.Dataset.from_tensors((img, lab)).repeat(k)
+
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).flat_map(copies)
+        ds = ds.shuffle(n, seed=seed + 2, reshuffle_each_iteration=True)
+    else:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    if augment is not None:
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
+            lambda pair, i: augment(tf.cast(pair[0], tf.float32), pair[1],
+                                    tf.stack([tf.constant(seed, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds
+
+
+def _encoder(num_classes: int, sparse: bool, binary: bool):
+    """``(image, label) -> (float32 image, target)``: one-hot, sparse or binary targets."""
 
     def encode(img, lab):
         img = tf.cast(img, tf.float32)
@@ -215,9 +216,7 @@ def make_dataset(image_paths, labels, num_classes: int, size=(224, 224), batch_s
             target = to_sparse(lab) if sparse else to_one_hot(lab, num_classes)
         return img, target
 
-    ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return encode
 
 
 def split_datasets(ds, size=(224, 224), batch_size: int = 16, val_split: float = 0.2, seed: int = 42,
