@@ -151,6 +151,11 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                         "joined by commas")
     p.add_argument("--sparse", action="store_true", help="sparse targets (255 = ignored) instead of one-hot")
     p.add_argument("--monitor", default=DEFAULTS["monitor"], help="quantity that picks best.keras (e.g. val_miou)")
+    p.add_argument("--early-stop", type=int, default=DEFAULTS["early_stop"], metavar="N",
+                   help="stop when --monitor has not improved for N epochs (best.keras is the best epoch's); "
+                        "a resumed run counts from where it resumes")
+    p.add_argument("--tensorboard", default=DEFAULTS["tensorboard"], metavar="DIR",
+                   help="also log losses and metrics for TensorBoard into DIR (tensorboard --logdir DIR)")
 
 def _output_options(p: argparse.ArgumentParser) -> None:
     """The final evaluation, the outputs, and how the run runs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import csv
 import json
 
 import numpy as np
@@ -225,3 +226,28 @@ def test_default_backbones_agree_with_the_model_registry():
 
     for name in models.list_models():
         assert DEFAULT_BACKBONES.get(name, "resnet34") == models.default_backbone(name), name
+
+
+def test_early_stop_ends_the_run_and_tensorboard_logs_it(tiny_iccv09, tmp_path, monkeypatch, capsys):
+    """--early-stop 1 on a monitored value that only worsens after epoch 1: the run stops after epoch 2 (of 5),
+    is finished (run.json) with the first epoch's best.keras; --tensorboard writes event files."""
+    import keras
+
+    class Worsen(keras.callbacks.Callback):  # runs first: every later callback sees the worsening val_loss
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = 1.0 + epoch
+
+    fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fit(
+        self, *a, **{**k, "callbacks": [Worsen()] + list(k["callbacks"])}))
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    assert train.main(["--data", str(tiny_iccv09), "--out", str(out), "--size", "32", "--epochs", "5",
+                       "--batch-size", "3", "--model", "unet", "--backbone", "plain", "--no-export", "--verbose", "0",
+                       "--early-stop", "1", "--tensorboard", str(tb)]) == 0
+    with open(out / "history.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+    assert json.loads((out / "run.json").read_text())["finished"] is True
+    assert list(tb.rglob("events.out.tfevents.*")), "no TensorBoard event files"
+    with pytest.raises(SystemExit):
+        train.main(["--early-stop", "0", "--out", str(tmp_path / "x")])
+    assert "bad --early-stop 0: give a number of epochs without improvement" in capsys.readouterr().err

@@ -86,6 +86,8 @@ class TrainConfig:
     cache_dir: str | None = None
     verbose: int | None = None
     debug: bool = False
+    early_stop: int | None = None
+    tensorboard: str | None = None
 
     def __post_init__(self):
         for step in (_check_choices, _check_run, _check_training, _resolve, _resolve_data):
@@ -181,6 +183,14 @@ def _check_training(c: TrainConfig) -> None:
                         "it: drop one of the two")
     if c.ema is not None and not 0.0 < c.ema < 1.0:
         raise KsegError(f"bad --ema {c.ema}: give a momentum between 0 and 1, e.g. 0.99")
+    if c.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise KsegError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                            "(or pip install 'kseg[tensorboard]')")
+    if c.early_stop is not None and c.early_stop < 1:
+        raise KsegError(f"bad --early-stop {c.early_stop}: give a number of epochs without improvement, e.g. 10")
     if not _finite(c.repeat_threshold):
         raise KsegError(f"bad --repeat-threshold {c.repeat_threshold}: give 0 (off) or a fraction of images, "
                         "e.g. 0.5")

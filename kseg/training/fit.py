@@ -146,6 +146,13 @@ def make_callbacks(config: TrainConfig, data, out: Path, key: dict, rows, initia
         callbacks.insert(0, swap)
     if thaw:
         callbacks.insert(0, Unfreeze(thaw, config.freeze_epochs, keep_bn_frozen=config.freeze_encoder_bn))
+    if config.early_stop:  # after the recorder, so the epoch that stops the run is logged and checkpointed
+        from kseg.training.resume import monitor_mode
+
+        callbacks.append(keras.callbacks.EarlyStopping(config.monitor, patience=config.early_stop,
+                                                       mode=monitor_mode(config.monitor), verbose=1))
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(config.tensorboard, write_graph=False, profile_batch=0))
     validation_data = data.val_ds
     if distribute.multi_worker(strategy) and data.val_ds is not None:  # each worker validates on the whole set
         callbacks.insert(0, distribute.local_validation(data.val_ds, loss, metrics, ema=swap))
