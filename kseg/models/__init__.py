@@ -17,6 +17,7 @@ from kseg.models.deeplab import deeplabv3plus
 from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
 from kseg.models.linknet import linknet
+from kseg.models.parts import encoder_layers  # noqa: F401
 from kseg.models.pspnet import pspnet
 from kseg.models.segnet import segnet
 from kseg.models.unet import unet

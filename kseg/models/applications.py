@@ -15,6 +15,7 @@ from keras import layers
 from kseg.errors import KsegError
 from kseg.models.backbone_registry import register
 from kseg.models.layers import ReverseChannels
+from kseg.models.parts import declare_encoder_ends
 from kseg.models.rebuild import atrous
 
 # --------------------------------------------------------------------------- keras.applications
@@ -31,6 +32,8 @@ _APPLICATIONS = {
                                           8: "block4a_expand_activation", 16: "block6a_expand_activation",
                                           32: "top_activation"}, "efficientnet"),
 }
+# each network is one nested sub-model, named "<backbone>_encoder" (kseg.models.encoder_layers finds it by that name)
+declare_encoder_ends(r"[a-z0-9]+_encoder")
 _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 _IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

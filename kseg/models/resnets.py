@@ -9,7 +9,10 @@ from keras import layers
 
 from kseg.models.backbone_registry import load_encoder_weights, register
 from kseg.models.fused import FusedBatchNormalization
+from kseg.models.parts import declare_encoder_ends
 
+# the layers whose outputs these backbones return (kseg.models.encoder_layers finds the encoder from them)
+declare_encoder_ends(r"plain_block\d+_relu2", r"relu0", r"relu1", r"stage\d+_unit1_relu1")
 
 # --------------------------------------------------------------------------- plain U-Net encoder
 
