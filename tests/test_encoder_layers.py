@@ -23,8 +23,14 @@ def _frozen_by_build(name, backbone, **kwargs):
     return model, [layer.name for layer in model.layers if not layer.trainable]
 
 
-@pytest.mark.parametrize("name, backbone", [("unet", b) for b in models.list_backbones()]
-                         + [(m, "resnet18") for m in models.list_models() if m not in ("unet", "segnet")]
+def _on(name: str) -> str:
+    """resnet18 where architecture ``name`` builds on it, else its first backbone."""
+    supported = models.supported_backbones(name)
+    return "resnet18" if "resnet18" in supported else supported[0]
+
+
+@pytest.mark.parametrize("name, backbone", [("unet", b) for b in models.supported_backbones("unet")]
+                         + [(m, _on(m)) for m in models.list_models() if m not in ("unet", "segnet")]
                          + [("segnet", "vgg16"), ("segnet", "plain")])
 def test_the_encoder_is_what_encoder_freeze_freezes(name, backbone):
     model, frozen = _frozen_by_build(name, backbone)
