@@ -248,21 +248,13 @@ def _synchronise(layer) -> None:
     The layer's ``synchronized`` option would do it, but it is saved in the layer's
     config, and a checkpoint holding ``synchronized=True`` loads under TensorFlow
     only; so, where this Keras has the hook, only the layer's moments step is
-    replaced (not saved), and its config stays that of an ordinary layer.
+    replaced (not saved: :func:`kseg.models.surgery.synchronise_moments`), and its
+    config stays that of an ordinary layer.
     """
-    from keras import ops
+    from kseg.models import surgery
 
-    original = getattr(layer, "_moments", None)
-    if original is None or not hasattr(layer, "_reduction_axes"):
+    if not surgery.synchronise_moments(layer):
         layer.synchronized = True
-        return
-
-    def moments(inputs, mask):
-        if mask is not None:
-            return original(inputs, mask)
-        return ops.moments(inputs, axes=layer._reduction_axes, synchronized=True)
-
-    layer._moments = moments
 
 
 def replica_loss(loss, strategy=None):
@@ -303,7 +295,7 @@ def build_for_fit(model, strategy, dataset):
 
     Keras 3 builds that state on the first ``fit``/``evaluate`` under a strategy by
     pulling one batch from the distributed dataset and reducing it across replicas
-    (``Trainer._maybe_symbolic_build``); across workers that reduction fails
+    (Keras's symbolic build, :mod:`kseg.models.surgery`); across workers that reduction fails
     (keras-team/keras#20585), and on one machine it costs the first shuffled
     order of the data. Here the state is built from ``dataset.element_spec``
     alone, and that per-call step is turned off for this model.
@@ -314,13 +306,15 @@ def build_for_fit(model, strategy, dataset):
     the best checkpoint, are read from the metrics' variables, summed over every
     replica.) Does nothing without a strategy. Returns ``model``.
     """
+    from kseg.models import surgery
+
     if strategy is None:
         return model
-    if not (hasattr(model, "_symbolic_build") and hasattr(model, "_maybe_symbolic_build")):
+    if not surgery.can_build_symbolically(model):
         return model  # another Keras: leave it to its own building
     with strategy.scope():
-        model._symbolic_build(data_batch=dataset.element_spec)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        surgery.symbolic_build(model, dataset.element_spec)
+    surgery.skip_symbolic_build(model)
     if multi_worker(strategy):
         model.train_step = _logs_with_an_axis(model.train_step)
         model.test_step = _logs_with_an_axis(model.test_step)
@@ -341,9 +335,11 @@ def multi_worker(strategy) -> bool:
     """True for a MultiWorkerMirroredStrategy that spans more than one worker."""
     import tensorflow as tf
 
+    from kseg.models import surgery
+
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
-    return bool(strategy.extended._in_multi_worker_mode())
+    return surgery.in_multi_worker_mode(strategy)
 
 
 def local_validation(val_ds, loss, metrics, ema=None):

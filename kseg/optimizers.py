@@ -45,6 +45,8 @@ import os
 
 import keras
 
+from kseg.models.surgery import GroupedWeightDecay, adam_slots, variable_index
+
 _FUSED_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -77,7 +79,7 @@ class _FusedAdamStep:
         optimizer's step t) becomes the one of the variable's own step s = t - first + 1."""
         from keras import ops
 
-        first = self._first_steps[self._get_variable_index(variable)]
+        first = self._first_steps[variable_index(self, variable)]
         t = ops.cast(self.iterations, "int64") + 1
         started = ops.where(ops.equal(first, 0), t, first)
         first.assign(started)
@@ -109,8 +111,7 @@ class _FusedAdamStep:
 
         var = _tf_variable(variable)
         dtype = var.dtype
-        index = self._get_variable_index(variable)
-        m, v = _tf_variable(self._momentums[index]), _tf_variable(self._velocities[index])
+        m, v = (_tf_variable(slot) for slot in adam_slots(self, variable))
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         return tf.raw_ops.ResourceApplyAdam(
@@ -119,7 +120,7 @@ class _FusedAdamStep:
             grad=tf.cast(gradient, dtype), use_locking=False, use_nesterov=False)
 
 
-class _LrMultipliers:
+class _LrMultipliers(GroupedWeightDecay):
     """Mixin: ``lr_multipliers`` scale some variables' learning rate and weight decay (see the module
     docstring)."""
 
@@ -144,7 +145,7 @@ class _LrMultipliers:
     def _lr_factor(self, variable) -> float:
         if not self.lr_multipliers:
             return 1.0
-        return self._lr_factors[self._get_variable_index(variable)]
+        return self._lr_factors[variable_index(self, variable)]
 
     def update_step(self, gradient, variable, learning_rate):
         factor = self._lr_factor(variable)
@@ -152,20 +153,15 @@ class _LrMultipliers:
             learning_rate = learning_rate * factor
         return super().update_step(gradient, variable, learning_rate)
 
-    def _apply_weight_decay(self, variables):
-        """Keras's decoupled decay (``w -= w * weight_decay * lr``), with each variable's lr factor."""
-        if self.weight_decay is None or not self.lr_multipliers:
-            return super()._apply_weight_decay(variables)
+    def weight_decay_groups(self, variables):
+        """Keras's decoupled decay (``w -= w * weight_decay * lr``) with each variable's lr factor: the
+        variables by factor (:class:`kseg.models.surgery.GroupedWeightDecay`); None without factors."""
+        if not self.lr_multipliers:
+            return None
         groups = {}
         for v in variables:
             groups.setdefault(self._lr_factor(v), []).append(v)
-        decay = self.weight_decay
-        try:
-            for factor, group in groups.items():
-                self.weight_decay = decay * factor  # read when the step is traced: a constant per group
-                super()._apply_weight_decay(group)
-        finally:
-            self.weight_decay = decay
+        return groups
 
 
 def _path(variable) -> str:

@@ -18,6 +18,7 @@ from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
 from kseg.models.hrnet import BACKBONES as HRNET_BACKBONES, DEFAULT_BACKBONE as HRNET_DEFAULT, hrnet
 from kseg.models.linknet import linknet
+from kseg.models.parts import encoder_layers  # noqa: F401
 from kseg.models.pspnet import pspnet
 from kseg.models.segformer import segformer
 from kseg.models.segnet import segnet

@@ -65,22 +65,8 @@ def fpn(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 3
         x = feats[deepest]
         skips = [feats[s] for s in strides]
         final_upsampling = strides[-1]
-    pyramid = []
-    for stage, skip in zip((5, 4, 3, 2), skips):
-        n = f"fpn_stage_p{stage}"
-        if int(x.shape[-1]) != pyramid_filters:
-            x = layers.Conv2D(pyramid_filters, 1, kernel_initializer="he_uniform", name=f"{n}_pre_conv")(x)
-        skip = layers.Conv2D(pyramid_filters, 1, kernel_initializer="he_uniform", name=f"{n}_conv")(skip)
-        x = layers.UpSampling2D(2, name=f"{n}_upsampling")(x)
-        x = layers.Add(name=f"{n}_add")([x, skip])
-        pyramid.append(x)
-    branches = []
-    for stage, p in zip((5, 4, 3, 2), pyramid):
-        s = conv_bn_relu(p, segmentation_filters, use_batchnorm=pyramid_batchnorm, name=f"segm_stage{stage}a")
-        s = conv_bn_relu(s, segmentation_filters, use_batchnorm=pyramid_batchnorm, name=f"segm_stage{stage}b")
-        if stage > 2:
-            s = layers.UpSampling2D(2 ** (stage - 2), name=f"upsampling_stage{stage}")(s)
-        branches.append(s)
+    pyramid = _pyramid(x, skips, pyramid_filters)
+    branches = _segmentation_branches(pyramid, segmentation_filters, pyramid_batchnorm)
     if aggregation == "sum":
         x = layers.Add(name="aggregation_sum")(branches[::-1])
     else:
@@ -92,3 +78,29 @@ def fpn(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 3
         x = BilinearUpSampling2D(final_upsampling, name="final_upsampling")(x)
     outputs = head(x, num_classes, activation, name="head_conv")
     return keras.Model(inputs, outputs, name=name or f"fpn_{backbone}")
+
+
+def _pyramid(x, skips, pyramid_filters: int) -> list:
+    """The top-down pyramid P5..P2: ``x`` upsampled x2 and added to each skip's 1x1 projection in turn."""
+    pyramid = []
+    for stage, skip in zip((5, 4, 3, 2), skips):
+        n = f"fpn_stage_p{stage}"
+        if int(x.shape[-1]) != pyramid_filters:
+            x = layers.Conv2D(pyramid_filters, 1, kernel_initializer="he_uniform", name=f"{n}_pre_conv")(x)
+        skip = layers.Conv2D(pyramid_filters, 1, kernel_initializer="he_uniform", name=f"{n}_conv")(skip)
+        x = layers.UpSampling2D(2, name=f"{n}_upsampling")(x)
+        x = layers.Add(name=f"{n}_add")([x, skip])
+        pyramid.append(x)
+    return pyramid
+
+
+def _segmentation_branches(pyramid, filters: int, batchnorm: bool) -> list:
+    """Per pyramid level, two 3x3 conv-BN-ReLU, upsampled to P2's resolution."""
+    branches = []
+    for stage, p in zip((5, 4, 3, 2), pyramid):
+        s = conv_bn_relu(p, filters, use_batchnorm=batchnorm, name=f"segm_stage{stage}a")
+        s = conv_bn_relu(s, filters, use_batchnorm=batchnorm, name=f"segm_stage{stage}b")
+        if stage > 2:
+            s = layers.UpSampling2D(2 ** (stage - 2), name=f"upsampling_stage{stage}")(s)
+        branches.append(s)
+    return branches

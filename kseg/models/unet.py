@@ -72,23 +72,28 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
         x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block1")
         x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block2")
     for i, (f, skip) in enumerate(zip(decoder_filters, skips)):
-        n = f"decoder_stage{i}"
-        if upsampling == "transpose":
-            x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=not decoder_batchnorm,
-                                       name=f"{n}_transpose")(x)
-            if decoder_batchnorm:
-                x = FusedBatchNormalization(name=f"{n}_transpose_bn")(x)
-            x = layers.Activation("relu", name=f"{n}_transpose_relu")(x)
-        elif upsampling == "bilinear":  # keras's bilinear UpSampling2D fails at a run-time size in a TF graph
-            x = BilinearUpSampling2D(2, name=f"{n}_upsampling")(x)
-        if upsampling == "nearest":  # upsample + concatenate + 3x3 conv as one layer, at the low resolution
-            x = conv_bn_relu([x] if skip is None else [x, skip], f, use_batchnorm=decoder_batchnorm,
-                             name=f"{n}a", conv=UpsampleConv2D)
-        else:
-            if skip is not None:
-                x = layers.Concatenate(name=f"{n}_concat")([x, skip])
-            x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}a")
-        if upsampling != "transpose":
-            x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}b")
+        x = _decoder_stage(x, skip, f, f"decoder_stage{i}", upsampling, decoder_batchnorm)
     outputs = head(x, num_classes, activation)
     return keras.Model(inputs, outputs, name=name or f"unet_{backbone}")
+
+
+def _decoder_stage(x, skip, f: int, n: str, upsampling: str, decoder_batchnorm: bool):
+    """One decoder level named ``n``: x2 upsampling of ``x``, the ``skip`` (if any) concatenated, conv-BN-ReLU."""
+    if upsampling == "transpose":
+        x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=not decoder_batchnorm,
+                                   name=f"{n}_transpose")(x)
+        if decoder_batchnorm:
+            x = FusedBatchNormalization(name=f"{n}_transpose_bn")(x)
+        x = layers.Activation("relu", name=f"{n}_transpose_relu")(x)
+    elif upsampling == "bilinear":  # keras's bilinear UpSampling2D fails at a run-time size in a TF graph
+        x = BilinearUpSampling2D(2, name=f"{n}_upsampling")(x)
+    if upsampling == "nearest":  # upsample + concatenate + 3x3 conv as one layer, at the low resolution
+        x = conv_bn_relu([x] if skip is None else [x, skip], f, use_batchnorm=decoder_batchnorm,
+                         name=f"{n}a", conv=UpsampleConv2D)
+    else:
+        if skip is not None:
+            x = layers.Concatenate(name=f"{n}_concat")([x, skip])
+        x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}a")
+    if upsampling != "transpose":
+        x = conv_bn_relu(x, f, use_batchnorm=decoder_batchnorm, name=f"{n}b")
+    return x

@@ -51,6 +51,8 @@ def set_trainable(model, recompile=True, **kwargs):
     metrics, so that the next ``fit`` trains the unfrozen layers."""
     for layer in model.layers:
         layer.trainable = True
-    config = getattr(model, "_compile_config", None)
-    if recompile and getattr(model, "compiled", False) and config is not None:
-        model.compile(**dict(config.config))
+    from kseg.models.surgery import compile_arguments
+
+    arguments = compile_arguments(model)
+    if recompile and getattr(model, "compiled", False) and arguments is not None:
+        model.compile(**arguments)
