@@ -53,6 +53,9 @@ from keras import layers
 
 from kseg.errors import KsegError
 from kseg.models.layers import BilinearUpSampling2D, FusedBatchNormalization, check_input_shape, freeze, head
+from kseg.models.parts import declare_encoder_ends
+
+declare_encoder_ends(r"stage4_\d+_fuse_act_\d+")  # the four branches' outputs after stage 4's last fusion
 
 # stage 1: (blocks, channels) of bottleneck blocks; stages 2-4: (modules, blocks per branch, channels per branch)
 CONFIGS = {

@@ -63,6 +63,9 @@ import numpy as np
 from keras import layers, ops
 
 from kseg.errors import KsegError
+from kseg.models.parts import declare_encoder_ends
+
+declare_encoder_ends(r"norm[1-4]")  # each stage's closing LayerNorm: the four feature maps SegFormer decodes
 
 
 # name -> (embed dims, depths); heads (1, 2, 5, 8), sequence reduction (8, 4, 2, 1) and MLP ratio 4 for all
