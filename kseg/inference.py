@@ -214,15 +214,9 @@ def _output_key(keys):
 
 def _serving_signature(path):
     """``(signature, input name or None, input spec)`` of a SavedModel's one-input ``serving_default``."""
-    import tensorflow as tf
+    from kseg.saving import load_serving_default
 
-    try:
-        obj = tf.saved_model.load(str(path))
-    except Exception as err:  # TF raises many types for a broken folder
-        raise KsegError(f"{path}: cannot load the SavedModel ({type(err).__name__}: {err})") from None
-    sig = getattr(obj, "signatures", {}).get("serving_default")
-    if sig is None:
-        raise KsegError(f"{path}: the SavedModel has no serving_default signature")
+    _, sig = load_serving_default(path)
     args, kwargs = sig.structured_input_signature
     specs = list(args) + list(kwargs.values())
     if len(specs) != 1:

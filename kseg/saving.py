@@ -32,6 +32,22 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
+def load_serving_default(path) -> tuple:
+    """``(loaded object, its serving_default signature)`` of the SavedModel folder ``path``; a folder TensorFlow
+    cannot load, or one without that signature, is a one-line :class:`KsegError` naming it. Keep the loaded
+    object alive as long as the signature is used (it holds the variables)."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:  # TF raises many types for a broken folder
+        raise KsegError(f"{path}: cannot load the SavedModel ({_one_line(err)})") from None
+    signature = getattr(loaded, "signatures", {}).get("serving_default")
+    if signature is None:
+        raise KsegError(f"{path}: the SavedModel has no serving_default signature")
+    return loaded, signature
+
+
 def _register() -> None:
     """Import the modules whose classes a saved kseg model names (losses, metrics, layers, optimizers...)."""
     import kseg.losses  # noqa: F401
@@ -75,16 +91,8 @@ class ExportedModel:
     """
 
     def __init__(self, path):
-        import tensorflow as tf
-
         self.path = Path(path)
-        try:
-            loaded = tf.saved_model.load(str(self.path))
-        except Exception as err:  # TF raises many types for a broken folder
-            raise KsegError(f"{self.path}: cannot load the SavedModel ({_one_line(err)})") from None
-        signature = getattr(loaded, "signatures", {}).get("serving_default")
-        if signature is None:
-            raise KsegError(f"{self.path}: the SavedModel has no serving_default signature")
+        loaded, signature = load_serving_default(self.path)
         _, inputs = signature.structured_input_signature
         outputs = signature.structured_outputs
         if set(inputs) != {"images"} or not isinstance(outputs, dict) or "probabilities" not in outputs:

@@ -138,3 +138,19 @@ def tiny_model(size=(64, 64), classes=3, seed=0):
     x = layers.UpSampling2D(2)(x)
     out = layers.Conv2D(classes, 1, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
     return keras.Model(inp, out)
+
+
+def batch(size=64, n=2, classes=3, seed=0):
+    """A fixed tiny batch: raw RGB in [0, 255] and one-hot targets that follow the image (sky / grass / road)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, size, size, 3), "float32")
+    y = np.zeros((n, size, size), "int64")
+    for i in range(n):
+        h = int(rng.integers(size // 4, size // 2))
+        x[i, :h] = (90, 160, 220)
+        x[i, h:] = (60, 130, 60)
+        y[i, h:] = 1
+        x[i, -size // 4:] = (100, 100, 100)
+        y[i, -size // 4:] = 2
+    x += rng.normal(0, 8, x.shape).astype("float32")
+    return np.clip(x, 0, 255), np.eye(classes, dtype="float32")[y]

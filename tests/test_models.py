@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from kseg import models
+from conftest import batch
 from kseg.errors import KsegError
 from kseg.models import backbones as bb
 from kseg.models.layers import AdaptiveAveragePooling, BilinearUpsampling, MaxUnpooling2D, ResizeLike
@@ -54,20 +55,6 @@ def small(arch: str, backbone: str) -> dict:
     return kw
 
 
-def batch(size=64, n=2, classes=3, seed=0):
-    """A fixed tiny batch: raw RGB in [0, 255] and one-hot targets that follow the image (sky / grass / road)."""
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, size, size, 3), "float32")
-    y = np.zeros((n, size, size), "int64")
-    for i in range(n):
-        h = int(rng.integers(size // 4, size // 2))
-        x[i, :h] = (90, 160, 220)
-        x[i, h:] = (60, 130, 60)
-        y[i, h:] = 1
-        x[i, -size // 4:] = (100, 100, 100)
-        y[i, -size // 4:] = 2
-    x += rng.normal(0, 8, x.shape).astype("float32")
-    return np.clip(x, 0, 255), np.eye(classes, dtype="float32")[y]
 
 
 def pipeline(arch, backbone, tmp_path, eager=True, **kw):

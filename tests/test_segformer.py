@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import batch
 from kseg import models
 from kseg.errors import KsegError
 from kseg.models.mit import EfficientAttention, StochasticDepth, mit
@@ -19,20 +20,6 @@ REFERENCE_TRAINABLE = {"mit_b0": 3_752_694, "mit_b1": 13_715_798, "mit_b2": 27_4
 REFERENCE_MIT_B0 = 3_319_392
 
 
-def batch(size=64, n=2, classes=3, seed=0):
-    """A fixed tiny batch: raw RGB in [0, 255] and one-hot targets that follow the image (sky / grass / road)."""
-    rng = np.random.default_rng(seed)
-    x = np.zeros((n, size, size, 3), "float32")
-    y = np.zeros((n, size, size), "int64")
-    for i in range(n):
-        h = int(rng.integers(size // 4, size // 2))
-        x[i, :h] = (90, 160, 220)
-        x[i, h:] = (60, 130, 60)
-        y[i, h:] = 1
-        x[i, -size // 4:] = (100, 100, 100)
-        y[i, -size // 4:] = 2
-    x += rng.normal(0, 8, x.shape).astype("float32")
-    return np.clip(x, 0, 255), np.eye(classes, dtype="float32")[y]
 
 
 def quiet(**kw):
