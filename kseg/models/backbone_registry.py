@@ -70,6 +70,22 @@ def encoder(backbone: str, input_shape, weights=None, freeze_encoder: bool = Fal
     return inputs, feats
 
 
+def encoder_skips(backbone: str, input_shape, weights=None, freeze_encoder: bool = False, backbone_kwargs=None):
+    """:func:`encoder` for a decoder that upsamples x2 from the deepest level to stride 1 (U-Net, Linknet):
+    ``(inputs, deepest features, skips, levels)`` with ``skips`` deepest first, one per level (None where the
+    backbone has no map at that stride)."""
+    inputs, feats = encoder(backbone, input_shape, weights, freeze_encoder, backbone_kwargs)
+    deepest = max(feats)
+    levels = deepest.bit_length() - 1  # upsample x2 until stride 1
+    return inputs, feats[deepest], [feats.get(deepest >> (i + 1)) for i in range(levels)], levels
+
+
+def check_levels(decoder_filters, levels: int, backbone: str) -> None:
+    """``decoder_filters`` needs one value per decoder level; a ``ValueError`` says how many."""
+    if len(decoder_filters) != levels:
+        raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
+
+
 def load_encoder_weights(model: keras.Model, weights, name: str) -> None:
     """Load weights from a file path into an encoder sub-model (by layer order)."""
     if weights is None:

@@ -45,9 +45,9 @@ from kseg.errors import KsegError  # noqa: F401
 from kseg.models.applications import (_APPLICATIONS, _CAFFE_MEAN_RGB, _IMAGENET_MEAN_RGB,  # noqa: F401
                                       _IMAGENET_STD_RGB, _application, _load_application, _preprocess,
                                       _register_application)
-from kseg.models.backbone_registry import (BACKBONES, OUTPUT_STRIDES, POOLING_BACKBONES, encoder,  # noqa: F401
-                                           encoder_layers, features, list_backbones, load_encoder_weights,
-                                           register)
+from kseg.models.backbone_registry import (BACKBONES, OUTPUT_STRIDES, POOLING_BACKBONES, check_levels,  # noqa: F401
+                                           encoder, encoder_layers, encoder_skips, features, list_backbones,
+                                           load_encoder_weights, register)
 from kseg.models.layers import (BilinearUpSampling2D, FusedBatchNormalization, MaxUnpooling2D,  # noqa: F401
                                ResizeLike, ReverseChannels, UpsampleConv2D, set_weights)
 from kseg.models.rebuild import (_POOLS, _RESAMPLING, _STRIDED, _UPSAMPLING, _atrous_copy,  # noqa: F401

@@ -17,6 +17,7 @@ from keras import layers
 
 from kseg.models import backbones as bb
 from kseg.models.layers import FusedBatchNormalization, UpsampleConv2D, conv_bn_relu, head
+from kseg.models.unet import center_block
 
 UPSAMPLING = ("nearest", "transpose")
 
@@ -43,21 +44,16 @@ def linknet(num_classes: int, backbone: str = "resnet34", input_shape=(None, Non
                                                        encoder_features, backbone_kwargs, len(decoder_filters))
         center = pooled if center is None else center
     else:
-        inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
-        deepest = max(feats)
-        levels = deepest.bit_length() - 1
+        inputs, x, skips, levels = bb.encoder_skips(backbone, input_shape, encoder_weights, encoder_freeze,
+                                                    backbone_kwargs)
         decoder_filters = tuple(decoder_filters or (None,) * (levels - 1) + (16,))
-        if len(decoder_filters) != levels:
-            raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
-        x = feats[deepest]
-        skips = [feats.get(deepest >> (i + 1)) for i in range(levels)]
+        bb.check_levels(decoder_filters, levels, backbone)
     for i, (f, skip) in enumerate(zip(decoder_filters, skips)):
         if skip is None and f is None:
             raise ValueError(f"decoder_filters[{i}] is None but decoder level {i} has no skip to take its filters "
                              f"from: give a number")
     if center:
-        x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block1")
-        x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block2")
+        x = center_block(x, decoder_batchnorm)
     for i, (f, skip) in enumerate(zip(decoder_filters, skips)):
         n = f"decoder_stage{i}"
         quarter = int(x.shape[-1]) // 4

@@ -58,23 +58,23 @@ def unet(num_classes: int, backbone: str = "resnet34", input_shape=(None, None, 
                                                        encoder_features, backbone_kwargs, len(decoder_filters))
         center = pooled if center is None else center
     else:
-        inputs, feats = bb.encoder(backbone, input_shape, encoder_weights, encoder_freeze, backbone_kwargs)
-        strides = sorted(feats)
-        deepest = strides[-1]
-        levels = deepest.bit_length() - 1  # upsample x2 until stride 1
+        inputs, x, skips, levels = bb.encoder_skips(backbone, input_shape, encoder_weights, encoder_freeze,
+                                                    backbone_kwargs)
         if decoder_filters is None:
             decoder_filters = (256, 128, 64, 32, 16) if levels == 5 else (512, 256, 128, 64, 32, 16)[-levels:]
-        if len(decoder_filters) != levels:
-            raise ValueError(f"decoder_filters needs {levels} values for backbone {backbone!r}, got {decoder_filters}")
-        x = feats[deepest]
-        skips = [feats.get(deepest >> (i + 1)) for i in range(levels)]
+        bb.check_levels(decoder_filters, levels, backbone)
     if center:
-        x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block1")
-        x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block2")
+        x = center_block(x, decoder_batchnorm)
     for i, (f, skip) in enumerate(zip(decoder_filters, skips)):
         x = _decoder_stage(x, skip, f, f"decoder_stage{i}", upsampling, decoder_batchnorm)
     outputs = head(x, num_classes, activation)
     return keras.Model(inputs, outputs, name=name or f"unet_{backbone}")
+
+
+def center_block(x, decoder_batchnorm: bool):
+    """segmentation_models' centre block on the deepest features: two 3x3 conv-BN-ReLU of 512 filters."""
+    x = conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block1")
+    return conv_bn_relu(x, 512, use_batchnorm=decoder_batchnorm, name="center_block2")
 
 
 def _decoder_stage(x, skip, f: int, n: str, upsampling: str, decoder_batchnorm: bool):
