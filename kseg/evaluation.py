@@ -33,7 +33,9 @@ def to_labels(output, num_classes: int, threshold: float = 0.5) -> np.ndarray:
         if num_classes != 2:
             raise KsegError(f"the model is binary (one output channel) but the labels have {num_classes} classes: "
                             "score it on two-class (background, foreground) masks")
-        return (out[..., 0] >= threshold).astype(np.int64)
+        from kseg.metrics import binary_labels
+
+        return binary_labels(out, threshold)
     if out.ndim == 4:
         if out.shape[-1] != num_classes:
             raise KsegError(f"the model predicts {out.shape[-1]} classes but the labels have {num_classes}: "

@@ -309,7 +309,9 @@ def _class_map(probs, num_classes: int, threshold: float, post=None) -> np.ndarr
     """Class ids from probabilities (binary: ``p >= threshold`` as 0/1), then post-processed."""
     binary = num_classes == 1
     if binary:
-        class_map = (probs[..., 0] >= threshold).astype(np.int64)
+        from kseg.metrics import binary_labels
+
+        class_map = binary_labels(probs, threshold)
     else:
         class_map = np.argmax(probs, axis=-1)
     if post is not None:

@@ -64,29 +64,20 @@ def evaluate_to_json(model, val_ds, class_names, path, extra=None, threshold=Non
     0 / 1 with any other value unknown, and its confusion matrix is 2 x 2 (background, foreground)."""
     import numpy as np
 
-    # the confusion-matrix loop lives in the evaluate command's module; it belongs in a library module
     from kseg.evaluation import evaluate
     from kseg.metrics import scores
 
     c = len(class_names)
 
-    def batches():
+    def batches():  # binary targets (0 / 1, anything else unknown) go as they are: evaluate() reads them
         for x, y in val_ds:
             y = y.numpy()
-            if threshold is not None:  # binary: 0, 1, anything else unknown
-                y = y[..., 0] if y.ndim == 4 else y
-                y = np.where((y == 0) | (y == 1), y, -1).astype(np.int64)
-            elif y.ndim == 4 and y.shape[-1] == c:  # one-hot: an all-zero row is unknown
+            if y.ndim == 4 and y.shape[-1] == c:  # one-hot: an all-zero row is unknown
                 y = np.where(y.max(-1) > 0, y.argmax(-1), -1)
             yield x.numpy(), y
 
-    def predict(x):
-        out = np.asarray(model.predict_on_batch(x))
-        if threshold is not None:
-            return (out[..., 0] >= threshold).astype(np.int64)
-        return out
-
-    cm = evaluate(predict, batches(), c, worst=0)["cm"]
+    cm = evaluate(lambda x: np.asarray(model.predict_on_batch(x)), batches(), c, worst=0,
+                  threshold=0.5 if threshold is None else threshold)["cm"]
     report = scores(cm, class_names)
     report["confusion_matrix"] = cm.tolist()
     report.update(extra or {})
@@ -100,6 +91,7 @@ def save_predictions(model, ds, val_idx, size, path, n: int = 4, threshold=None)
     import tensorflow as tf
 
     from kseg.data.pipeline import decode_image
+    from kseg.metrics import binary_labels
     from kseg.viz import save_prediction_grid
 
     idx = list(val_idx[:n])
@@ -112,7 +104,7 @@ def save_predictions(model, ds, val_idx, size, path, n: int = 4, threshold=None)
         images.append(img)
         truths.append(lab)
     out = model.predict(np.stack(images), verbose=0)
-    preds = (out[..., 0] >= threshold).astype(np.int64) if threshold is not None else np.argmax(out, -1)
+    preds = binary_labels(out, threshold) if threshold is not None else np.argmax(out, -1)
     colors = getattr(ds, "colors", None)  # a folder dataset's palette file, if it had one
     if colors is None:
         colors = "binary" if threshold is not None else ds.mask
