@@ -19,6 +19,14 @@ from kseg.errors import KsegError
 NO_IGNORE = -1  # ignore_index when the run's masks have no ignore value (run.json "ignore_index": null)
 
 
+def ignore_index_option(text):
+    """``--ignore-index`` as kseg.train reads it; 'none' is :data:`NO_IGNORE` (None means not given)."""
+    from kseg.training.config import parse_ignore_index
+
+    value = parse_ignore_index(text)
+    return NO_IGNORE if value is None else value
+
+
 def load_folder(data, class_names=None, ignore_index=None, palette=None, limit=None, binary: bool | None = None):
     """:func:`kseg.data.folder` with the options it accepts (``binary`` on kseg versions that have it).
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from kseg.errors import KsegError, cli_entry
 # the library this command runs; every name stays importable from kseg.evaluate
-from kseg.evaldata import NO_IGNORE, pick as _pick  # noqa: F401
+from kseg.evaldata import NO_IGNORE, ignore_index_option, pick as _pick  # noqa: F401
 from kseg.evaluation import (PER_CLASS, SCALARS, _nan, change, clean, evaluate, evaluate_native,  # noqa: F401
                              image_scores, native_batches, native_predict, postprocess_options, to_labels)
 from kseg.inference import _output_key, _saved_model_predictor, load_predictor  # noqa: F401
@@ -69,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                    "else the folder's palette file or classes.txt)")
     p.add_argument("--palette", default=None, help="a palette file (class names and colours; folder data reads RGB "
                                                    "masks with it) or surfaces/regions; default: run.json's colours")
-    p.add_argument("--ignore-index", type=int, default=None, help="folder data: the mask value of unknown pixels "
-                                                                  "(default: run.json's, else 255)")
+    p.add_argument("--ignore-index", type=ignore_index_option, default=None,
+                   help="folder data: the mask value of unknown pixels, or 'none' (default: run.json's, else 255)")
     p.add_argument("--threshold", type=float, default=None,
                    help="binary models: foreground where p >= this (default: run.json's, else 0.5)")
     p.add_argument("--size", default=None, help="H or HxW, multiples of 32 (default: the model's input "
@@ -270,8 +270,10 @@ def _check_iccv09_model(args, binary: bool, channels, model_path) -> None:
 
 def _folder_names(args, binary: bool, model_path) -> list[str] | None:
     """The class names given for folder data (None: the data's); a binary model takes two."""
-    names = [c.strip() for c in args.classes.split(",") if c.strip()] if isinstance(args.classes, str) \
-        else (list(args.classes) if args.classes else None)
+    from kseg.training.config import parse_classes  # the same names (or file) as kseg.train takes
+
+    names = parse_classes(args.classes) if isinstance(args.classes, str) else (list(args.classes) if args.classes
+                                                                                 else None)
     if binary and names is not None and len(names) != 2:
         raise KsegError(f"{model_path}: a binary model has two classes (background, foreground) but "
                         f"{len(names)} class names were given: {', '.join(names)}")

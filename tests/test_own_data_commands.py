@@ -578,3 +578,20 @@ def test_binary_colours_are_one_palette_everywhere():
 
     assert [tuple(c) for c in viz.PALETTES["binary"]] == [tuple(c) for c in evaluate.BINARY_COLORS]
     assert tuple(predict.FOREGROUND) == tuple(viz.PALETTES["binary"][1])
+
+
+def test_evaluate_reads_ignore_index_and_classes_as_train_does(tmp_path):
+    """One parser per option across commands: --ignore-index takes 'none', --classes takes names or a file."""
+    from kseg import evaluate
+
+    args = evaluate.parse_args(["--model", str(tmp_path / "best.keras"), "--ignore-index", "none"])
+    assert args.ignore_index == evaluate.NO_IGNORE
+    with pytest.raises(evaluate.KsegError, match="bad --ignore-index '-3'"):
+        evaluate.parse_args(["--model", str(tmp_path / "best.keras"), "--ignore-index", "-3"])
+    names = tmp_path / "names.txt"
+    names.write_text("road\n\ncrack\n")
+    args.classes = str(names)
+    assert evaluate._folder_names(args, True, tmp_path / "best.keras") == ["road", "crack"]
+    args.classes = "a,a"
+    with pytest.raises(evaluate.KsegError, match="appears twice"):
+        evaluate._folder_names(args, False, tmp_path / "best.keras")
