@@ -1,8 +1,8 @@
 """The model of a training run: built, its encoder found, compiled with loss, metrics and optimizer.
 
-The encoder's layers are found by building the model with its encoder frozen (``encoder_freeze``) and
-collecting the frozen layers; the run then thaws those it trains from the start. (``kseg.models.build`` does
-not return the encoder's layers otherwise.)
+The encoder's layers are :func:`kseg.models.encoder_layers` of the built model; a run that treats the encoder
+apart (frozen, frozen for some epochs, its BatchNorm kept, its own learning rate) freezes them, and thaws
+those it trains from the start.
 """
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ def build_model(config, num_classes: int, binary: bool):
     sigmoid output for ``binary``); the encoder layers ``--freeze-epochs`` thaws later (``[]`` if none); and
     the encoder's ``{variable path: learning-rate factor}`` (see :func:`encoder_lr_multipliers`)."""
     from kseg import models
+    from kseg.models.layers import freeze
 
     model = models.build(config.model, backbone=config.backbone, num_classes=1 if binary else num_classes,
                          activation="sigmoid" if binary else "softmax", input_shape=(*config.size, 3),
-                         encoder_weights=config.encoder_weights, encoder_freeze=separate_encoder(config))
+                         encoder_weights=config.encoder_weights)
     if config.eval_output_stride:  # a model that cannot run at that stride fails now, not after training
         models.with_output_stride(model, config.eval_output_stride)
-    encoder = [la for la in model.layers if not la.trainable]  # frozen by build, if asked to
+    encoder = models.encoder_layers(model) if separate_encoder(config) else []
+    freeze(encoder)  # as build(encoder_freeze=True) would
     lr_multipliers = encoder_lr_multipliers(encoder, config.encoder_lr_mult, config.freeze_encoder_bn)
     thaw = [] if config.encoder_freeze else encoder  # what --freeze-epochs thaws later
     if thaw and config.freeze_epochs == 0:  # the encoder trains from the start
