@@ -154,3 +154,20 @@ def batch(size=64, n=2, classes=3, seed=0):
         y[i, -size // 4:] = 2
     x += rng.normal(0, 8, x.shape).astype("float32")
     return np.clip(x, 0, 255), np.eye(classes, dtype="float32")[y]
+
+
+@pytest.fixture
+def run_model(monkeypatch) -> dict:
+    """``{"model": ...}`` once a training run in this test writes its outputs: the run's live, compiled model
+    (best.keras holds no optimizer state; this is how a test reads the optimizer the run trained with)."""
+    import importlib
+
+    fit_module = importlib.import_module("kseg.training.fit")  # the module (kseg.training.fit is also its function)
+    seen, write = {}, fit_module.write_outputs
+
+    def spy(model, *args, **kwargs):
+        seen["model"] = model
+        return write(model, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "write_outputs", spy)
+    return seen

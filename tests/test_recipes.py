@@ -369,9 +369,10 @@ def test_native_evaluation_scores_every_known_pixel_at_the_image_size(tiny_iccv0
     assert scores(res["cm"], list(ds.class_names))["pixel_accuracy"] == 1.0
 
 
-def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
+def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path, run_model):
     """A short run with every accuracy option writes the native TTA scores (at output stride 8) into metrics.json."""
     from kseg.train import main
+    seen = run_model
 
     out = tmp_path / "run"
     ds = load_iccv09(real_iccv09, mask="surfaces")
@@ -383,11 +384,7 @@ def test_train_cli_with_fold_features_end_to_end(real_iccv09, tmp_path):
                  "--eval-scales", "0.5,1", "--eval-flip", "--eval-output-stride", "8", "--no-export", "--out", str(out),
                  "--verbose", "0"])
     assert code == 0
-    import keras
-
-    import kseg.optimizers  # noqa: F401  (registers the optimizer for loading)
-
-    optimizer = keras.saving.load_model(out / "best.keras").optimizer
+    optimizer = seen["model"].optimizer
     assert optimizer.per_variable_steps  # the encoder starts late
     assert optimizer.use_ema and optimizer.ema_momentum == 0.9
     metrics = json.loads((out / "metrics.json").read_text())

@@ -257,30 +257,26 @@ def test_encoder_lr_multipliers_name_the_encoders_trainable_variables(keep_bn_fr
     assert set(got) | decoder_paths == {v.path for v in model.trainable_weights}
 
 
-def test_encoder_lr_mult_reaches_the_runs_optimizer(tiny_iccv09, tmp_path, capsys):
-    import keras
-
-    import kseg.optimizers  # noqa: F401  (registers the optimizers for loading)
-
+def test_encoder_lr_mult_reaches_the_runs_optimizer(tiny_iccv09, tmp_path, capsys, run_model):
     out = tmp_path / "out"
+    seen = run_model
     train.main(["--data", str(tiny_iccv09), "--size", "32", "--epochs", "2", "--batch-size", "3",
                 "--backbone", "resnet18", "--freeze-epochs", "1", "--encoder-lr-mult", "0.1", "--out", str(out),
                 "--no-export", "--verbose", "0"])
     printed = capsys.readouterr().out
-    best = keras.saving.load_model(out / "best.keras")
-    factors = best.optimizer.lr_multipliers
+    factors = seen["model"].optimizer.lr_multipliers
     assert factors and set(factors.values()) == {0.1}
     assert f"kseg: encoder learning rate x0.1 ({len(factors)} variables)" in printed
-    kernels = [v.path for v in best.weights if v.path.endswith("kernel")]
+    kernels = [v.path for v in seen["model"].weights if v.path.endswith("kernel")]
     assert kernels[0] in factors and kernels[-1] not in factors  # the encoder's first convolution, the head's last
     assert json.loads((out / "metrics.json").read_text())["options"]["encoder_lr_mult"] == 0.1
 
 
-def test_best_keras_saved_while_the_encoder_is_frozen_loads_with_its_optimizer_state(tiny_iccv09, tmp_path):
-    """--freeze-epochs builds the optimizer over the whole model; a best.keras saved before the unfreeze is
-    saved thawed, so loading it builds that optimizer and loads its state (Keras would otherwise warn
-    "Skipping variable loading for optimizer" and start it afresh) and the model fine-tunes as a whole."""
-    import warnings
+def test_best_keras_holds_the_model_for_inference_and_no_optimizer_state(tiny_iccv09, tmp_path):
+    """best.keras is the model and its weights, uncompiled: no optimizer state (that is the resume state's), no
+    loss or metrics; saved while --freeze-epochs keeps the encoder frozen, it is saved thawed, so the loaded
+    model fine-tunes as a whole."""
+    import zipfile
 
     import keras
 
@@ -288,9 +284,15 @@ def test_best_keras_saved_while_the_encoder_is_frozen_loads_with_its_optimizer_s
     train.main(["--data", str(tiny_iccv09), "--size", "32", "--epochs", "1", "--batch-size", "3",
                 "--backbone", "resnet18", "--freeze-epochs", "2", "--out", str(out), "--no-export",
                 "--verbose", "0"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        best = keras.saving.load_model(out / "best.keras")
-    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+    best = keras.saving.load_model(out / "best.keras")
+    assert getattr(best, "optimizer", None) is None and not best.compiled
     assert all(la.trainable for la in best.layers)
-    assert int(best.optimizer.iterations) == 2  # 5 training images in batches of 3: the run's state, not a new one
+    with zipfile.ZipFile(out / "best.keras") as z:
+        config = json.loads(z.read("config.json"))
+    assert not config.get("compile_config")
+    compiled = tmp_path / "compiled.keras"
+    best.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy")
+    best.optimizer.build(best.trainable_variables)
+    best.save(compiled)
+    assert (out / "best.keras").stat().st_size < 0.5 * compiled.stat().st_size
+

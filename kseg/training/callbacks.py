@@ -62,6 +62,12 @@ class SparseAdapter(keras.losses.Loss):
         return self.loss.call(to_one_hot(y, self.num_classes), y_pred)
 
 
+def inference_model(model) -> keras.Model:
+    """``model``'s layers and weights (shared, not copied) as an uncompiled model: saved, it holds no
+    optimizer state, loss or metrics (Adam's two moments per weight would triple its size)."""
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
 class RunRecorder(keras.callbacks.Callback):
     """After each epoch: ``history.csv`` (rewritten atomically), then ``best.keras`` if the monitored value
     improved (saved atomically, never for a non-finite loss); after each batch: stop the run when the loss is
@@ -69,9 +75,10 @@ class RunRecorder(keras.callbacks.Callback):
 
     ``rows``, ``best``, ``best_epoch``, ``last_good_epoch``: a resumed run's past. ``ema``: a
     ``keras.callbacks.SwapEMAWeights`` of the same fit; ``best.keras`` is then saved with the averaged weights
-    (those it validated). ``thaw``: the encoder layers ``--freeze-epochs`` unfreezes later; a ``best.keras``
-    saved while they are still frozen is saved thawed (as :func:`thawed` with ``keep_bn_frozen``), so that
-    loading it builds the optimizer the run built (over the whole model) and its state loads, and the model
+    (those it validated). ``best.keras`` holds what inference needs: the model and its weights, uncompiled
+    (:func:`inference_model`); the optimizer's state lives in the resume state (:class:`ResumeState`).
+    ``thaw``: the encoder layers ``--freeze-epochs`` unfreezes later; a ``best.keras`` saved while they are
+    still frozen is saved thawed (as :func:`thawed` with ``keep_bn_frozen``), so that the loaded model
     fine-tunes as a whole."""
 
     def __init__(self, csv_path, rows, best_path, monitor, best=None, best_epoch=None, last_good_epoch=None,
@@ -118,7 +125,7 @@ class RunRecorder(keras.callbacks.Callback):
 
         with (averaged_weights(self.ema), thawed(self.thaw, self.keep_bn_frozen),
               atomic_path(self.best_path, "checkpoint") as tmp):
-            self.model.save(tmp)
+            inference_model(self.model).save(tmp)
 
     def _write_history(self) -> None:
         keys = ["epoch"] + sorted({k for r in self.rows for k in r if k != "epoch"})
