@@ -77,5 +77,11 @@ def main(argv=None) -> int:
     run = getattr(module, "main", None)
     if run is None:
         _fail(f"'kseg {command}' is not available in this kseg installation ({module_name} has no main)")
-    status = run(rest)
+    from kseg.commandline import RUNNING_AS
+
+    RUNNING_AS.append(f"kseg {command}")  # the command's usage line names it as typed
+    try:
+        status = run(rest)
+    finally:
+        RUNNING_AS.pop()
     return 0 if status is None else status

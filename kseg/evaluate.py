@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
 # the library this command runs; every name stays importable from kseg.evaluate
 from kseg.evaldata import NO_IGNORE, ignore_index_option, pick as _pick  # noqa: F401
@@ -55,7 +56,7 @@ _clean = clean  # its name before kseg.evaluation
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m kseg.evaluate", description=__doc__.split("\n\n")[0])
+    p = command_parser("kseg.evaluate", __doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a .keras file or a SavedModel folder")
     p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: run.json's, else "
                                                 "find it); with --data-format folder: a folder holding images/ and "

@@ -33,10 +33,10 @@ Serving in Python::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from kseg.commandline import command_parser
 from kseg.errors import cli_entry
 from kseg.saving import load_keras_model as load_model  # noqa: F401  (kseg.export.load_model, as before)
 # the library this command runs; every name stays importable from kseg.export
@@ -46,7 +46,7 @@ from kseg.shapes import MULTIPLE, fixed_input_size, nearest_multiple  # noqa: F4
 
 @cli_entry
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m kseg.export", description=__doc__.split("\n\n")[0])
+    p = command_parser("kseg.export", __doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a .keras model file")
     p.add_argument("--out", required=True, help="the SavedModel folder to write")
     p.add_argument("--no-tflite", action="store_true", help=f"do not write {TFLITE_NAME}")

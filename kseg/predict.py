@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
 # the library this command runs; every name stays importable from kseg.predict
 from kseg.inference import (MERGES, Predictor, SavedModelPredictor, flexible, parse_scales,  # noqa: F401
@@ -59,13 +60,12 @@ _foreground_color = foreground_color  # its name before kseg.prediction
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m kseg.predict", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="post-processing steps (--postprocess, comma-separated, in order): "
-                                       "open:K, close:K (per-class morphological opening/closing with an "
-                                       "elliptical K x K kernel, K odd), min-area:N (connected regions under "
-                                       "N pixels take the class of the nearest remaining pixels); "
-                                       "see kseg.postprocess")
+    p = command_parser("kseg.predict", __doc__.split("\n\n")[0],
+                       epilog="post-processing steps (--postprocess, comma-separated, in order): "
+                              "open:K, close:K (per-class morphological opening/closing with an "
+                              "elliptical K x K kernel, K odd), min-area:N (connected regions under "
+                              "N pixels take the class of the nearest remaining pixels); "
+                              "see kseg.postprocess")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--model", required=True, help="a .keras model file or a SavedModel folder")
     p.add_argument("--out", required=True, help="output folder (existing files that kseg.predict did not "

@@ -37,6 +37,7 @@ import dataclasses
 import sys
 
 from kseg.errors import KsegError, cli_entry  # noqa: F401  (KsegError: callers catch it by this name)
+from kseg.commandline import command_parser
 from kseg.precision import PRECISIONS
 from kseg.training.config import (DATA_FORMATS, FOLDS, JIT_COMPILE, OPTIMIZERS, OUTPUT_STRIDES,  # noqa: F401
                                   SCHEDULES, TrainConfig, parse_classes, parse_ignore_index, run_options)
@@ -51,8 +52,7 @@ def parser(argv=None) -> argparse.ArgumentParser:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
     known, _ = pre.parse_known_args(argv)
-    p = argparse.ArgumentParser(prog="python -m kseg.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("kseg.train", __doc__.split("\n\n")[0])
     p.add_argument("--recipe", default=DEFAULTS["recipe"], choices=sorted(recipes.RECIPES),
                    help="a named preset of the options below (see kseg.recipes); options given here win")
     _data_options(p)
@@ -92,7 +92,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     """The model and its encoder."""
-    p.add_argument("--model", default=DEFAULTS["model"], help="architecture (see kseg.models.list_models())")
+    p.add_argument("--arch", "--model", dest="model", default=DEFAULTS["model"], metavar="ARCH",
+                   help="the architecture (see kseg.models.list_models()); --model is its older name (in the other "
+                        "commands --model is a trained model's file)")
     p.add_argument("--backbone", default=DEFAULTS["backbone"],
                    help="encoder (see kseg.models.list_backbones()); default: the architecture's own (resnet34; "
                         "segnet vgg16, segformer mit_b0, hrnet hrnet_w18_small_v2)")

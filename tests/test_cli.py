@@ -163,3 +163,50 @@ def test_setup_cfg_declares_the_console_command():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
     assert cfg["options.entry_points"]["console_scripts"].split() == ["kseg", "=", "kseg.cli:main"]
+
+
+def _parser_of(command: str, monkeypatch):
+    """The parser ``kseg COMMAND`` builds, caught when it parses (nothing runs)."""
+    import argparse
+
+    caught = []
+
+    def catch(self, args=None, namespace=None):
+        caught.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(SystemExit):
+        cli.main([command])
+    return caught[-1]
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_option_has_help_and_says_its_default(command, monkeypatch):
+    import argparse
+
+    p = _parser_of(command, monkeypatch)
+    assert p.prog == f"kseg {command}"  # the usage line names the command as typed
+    text = " ".join(p.format_help().split())
+    options = [a for a in p._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    assert len(options) >= 5
+    for action in options:
+        assert action.help and len(action.help) > 8, action.option_strings
+        default = action.default
+        if default not in (None, False, [], argparse.SUPPRESS) and "default" not in action.help:
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+            assert f"(default: {shown})" in text, action.option_strings
+
+
+def test_train_names_the_architecture_arch_and_still_takes_model(monkeypatch):
+    p = _parser_of("train", monkeypatch)
+    monkeypatch.undo()
+    assert p.parse_args(["--arch", "fcn"]).model == "fcn"
+    assert p.parse_args(["--model", "fcn"]).model == "fcn"
+    assert "--arch ARCH, --model ARCH" in p.format_help()
+
+
+def test_python_m_names_the_module_in_usage():
+    from kseg.commandline import command_parser
+
+    assert command_parser("kseg.export", "d").prog == "python -m kseg.export"

@@ -6,14 +6,15 @@ import argparse
 import sys
 
 from kseg.data.annotations.formats import FORMATS, detect_format, import_annotations
+from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kseg.data.annotations",
-        description="Import LabelMe, CVAT ('Segmentation mask 1.1') or COCO annotations into kseg's folder "
-                    "layout (images/, masks/, classes.txt, palette.json).")
+    p = command_parser(
+        "kseg.data.annotations",
+        "Import LabelMe, CVAT ('Segmentation mask 1.1') or COCO annotations into kseg's folder "
+        "layout (images/, masks/, classes.txt, palette.json).")
     p.add_argument("src", help="a folder of LabelMe .json files, a CVAT export (zip or folder) or a COCO .json")
     p.add_argument("--out", required=True, help="the output folder (new or empty)")
     p.add_argument("--format", choices=FORMATS, help="the source's format (default: detected)")
