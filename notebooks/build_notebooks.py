@@ -8,6 +8,8 @@ reviewable; run ``python notebooks/build_notebooks.py`` after editing this file.
 
 from __future__ import annotations
 
+import argparse
+import re
 from pathlib import Path
 
 import nbformat
@@ -16,17 +18,35 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).resolve().parent
 
 SETUP = '''\
-# Install kseg in Colab; in a local checkout, make the repository importable.
+# Set-up. In Colab: install kseg from your wheel or repository, optionally keep runs in Google Drive.
+# In a local checkout: use the repository as it is.
+KSEG_SOURCE = ""  # @param {type:"string"}
+KEEP_ON_DRIVE = False  # @param {type:"boolean"}
+# KSEG_SOURCE: a wheel (dist/kseg-*.whl from `python -m build` in your clone, uploaded to /content or to
+# Drive's MyDrive/kseg/), or the URL you cloned from as "git+https://..."; empty: the newest kseg-*.whl
+# in /content or MyDrive/kseg, else a file dialog asks for one. KEEP_ON_DRIVE: runs go to MyDrive/kseg/runs.
 import os, subprocess, sys
 from pathlib import Path
 
-if "google.colab" in sys.modules:
-    # What to install: kseg's repository ("git+https://<host>/<owner>/kseg.git") or a wheel you uploaded
-    # ("/content/kseg-0.1.0-py3-none-any.whl"). Set it here or in os.environ["KSEG_PIP"].
-    KSEG_PIP = os.environ.get("KSEG_PIP", "")
-    if not KSEG_PIP:
-        raise SystemExit("Set KSEG_PIP to kseg's git URL or an uploaded wheel, then run this cell again.")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", KSEG_PIP], check=True)
+COLAB = "google.colab" in sys.modules
+RUNS = Path("runs")
+if COLAB:
+    DRIVE = Path("/content/drive/MyDrive/kseg")
+    if KEEP_ON_DRIVE:
+        from google.colab import drive
+        drive.mount("/content/drive")
+        RUNS = DRIVE / "runs"
+    wheels = sorted((w for d in (Path("/content"), DRIVE) if d.is_dir() for w in d.glob("kseg-*.whl")),
+                    key=lambda w: w.stat().st_mtime)
+    source = KSEG_SOURCE or os.environ.get("KSEG_PIP", "") or (str(wheels[-1]) if wheels else "")
+    if not source:
+        from google.colab import files
+        print("Upload kseg's wheel (dist/kseg-*.whl: run `python -m build` in your clone of kseg):")
+        source = next((str(Path(n).resolve()) for n in files.upload() if n.endswith(".whl")), "")
+    if not source:
+        raise SystemExit("kseg: no wheel uploaded and no KSEG_SOURCE: give one of them, then run this cell again")
+    print("installing kseg from", source)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
     REPO = None
 else:
     REPO = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "kseg" / "__init__.py").is_file()), None)
@@ -34,7 +54,13 @@ else:
         sys.path.insert(0, str(REPO))
 
 import kseg
-print("kseg", kseg.__version__)'''
+import tensorflow as tf
+
+GPUS = tf.config.list_physical_devices("GPU")
+print("kseg", kseg.__version__, "on", ", ".join(g.name for g in GPUS) if GPUS else "the CPU")
+if COLAB and not GPUS:
+    print("No GPU: Runtime > Change runtime type > a GPU makes the full budget several times faster.")'''
+
 
 BUDGET = '''\
 # How much to do: "tiny" (CI: a few images, 1 epoch, 64x64) or "full" (the tutorial's settings).
@@ -46,7 +72,7 @@ if BUDGET == "tiny":
     WORK = Path(tempfile.mkdtemp(prefix="kseg-nb-"))
 else:
     LIMIT, EPOCHS, SIZE, BATCH, BACKBONE = None, 20, 224, 16, "resnet34"
-    WORK = Path("runs") / NAME
+    WORK = RUNS / NAME
 WORK.mkdir(parents=True, exist_ok=True)
 # where the iccv09 archive is found or downloaded and extracted (the repository's data/ in a checkout)
 DATA_DIR = Path(os.environ.get("KSEG_DATA_DIR", (REPO / "data") if REPO else "data"))
@@ -271,6 +297,33 @@ def write(name, cells):
     return path
 
 
+NOTEBOOKS = ("tutorial", "own_data")
+BADGES = ("<!-- colab badges: python notebooks/build_notebooks.py --repo OWNER/NAME writes them -->",
+          "<!-- /colab badges -->")
+
+
+def colab_badges(readme: str, repo: str, branch: str = "main") -> str:
+    """``readme`` with "Open in Colab" badges for each notebook of ``repo`` (GitHub ``owner/name``) between
+    the two :data:`BADGES` markers (what was between them is replaced)."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise SystemExit(f"build_notebooks: bad --repo {repo!r}: give GitHub's OWNER/NAME, e.g. someone/kseg")
+    start, end = (readme.find(m) for m in BADGES)
+    if start < 0 or end < start:
+        raise SystemExit(f"build_notebooks: README.md has no {BADGES[0]} ... {BADGES[1]} block")
+    badge = "https://colab.research.google.com/assets/colab-badge.svg"
+    lines = [f"[![Open {n} in Colab]({badge})](https://colab.research.google.com/github/{repo}/blob/{branch}/"
+             f"notebooks/{n}.ipynb) `{n}.ipynb`" for n in NOTEBOOKS]
+    return readme[:start] + BADGES[0] + "\n" + "\n".join(lines) + "\n" + readme[end:]
+
+
 if __name__ == "__main__":
-    for name, cells in (("tutorial", tutorial()), ("own_data", own_data())):
+    parser = argparse.ArgumentParser(description="Write the notebooks (and, with --repo, README's Colab badges).")
+    parser.add_argument("--repo", help="GitHub OWNER/NAME where kseg is published: README gets Colab badges to it")
+    parser.add_argument("--branch", default="main", help="the branch the badges open (default: main)")
+    args = parser.parse_args()
+    for name, cells in zip(NOTEBOOKS, (tutorial(), own_data())):
         print("wrote", write(name, cells))
+    if args.repo:
+        readme = HERE.parent / "README.md"
+        readme.write_text(colab_badges(readme.read_text(), args.repo, args.branch))
+        print("wrote Colab badges for", args.repo, "into", readme)
