@@ -13,7 +13,7 @@ Keras 3 has no public API for these, and kseg needs them:
   :func:`adam_slots`) and its weight-decay step (:class:`GroupedWeightDecay`);
 - a compiled model's compile arguments (:func:`compile_arguments`).
 
-Each one has a test in ``tests/test_surgery.py`` that fails when a Keras or
+Each one has a test in ``tests/models/test_surgery.py`` that fails when a Keras or
 TensorFlow upgrade changes the internal it relies on; nothing else in kseg
 touches a private attribute of a Keras or TensorFlow object.
 """

@@ -28,7 +28,7 @@ OUTPUT_STRIDES = (8, 16, 32)
 
 
 # each architecture's backbone when --backbone is not given (kseg.models.default_backbone, kept here so that
-# parsing options does not import TensorFlow; tests/test_training.py checks the two agree)
+# parsing options does not import TensorFlow; tests/training/test_training.py checks the two agree)
 DEFAULT_BACKBONES = {"segnet": "vgg16", "segformer": "mit_b0", "hrnet": "hrnet_w18_small_v2"}
 
 

@@ -5,7 +5,7 @@ width (plus a few real backbones) through the whole pipeline: 64x64 and
 (None, None) builds, output size, one training step, ``.keras`` round trip and
 SavedModel export. The same pipeline over *every* supported (architecture,
 backbone) pair at full backbone width takes several minutes on a 2-core CPU:
-run it with ``KSEG_TEST_ALL_PAIRS=1 pytest -m slow tests/test_models.py``.
+run it with ``KSEG_TEST_ALL_PAIRS=1 pytest -m slow tests/models/test_models.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from kseg.errors import KsegError
 from kseg.models import backbones as bb
 from kseg.models.layers import AdaptiveAveragePooling, BilinearUpsampling, MaxUnpooling2D, ResizeLike
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 ARCHS = ["unet", "linknet", "fpn", "fcn32s", "fcn16s", "fcn8s", "pspnet", "segnet", "deeplabv3plus"]
 BACKBONES = ["plain", "vgg16", "resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnetb0"]
@@ -121,7 +121,7 @@ def pipeline(arch, backbone, tmp_path, eager=True, **kw):
 # --------------------------------------------------------------------------- registry
 
 def test_registry_names_and_supported_pairs():
-    assert models.list_models() == sorted(ARCHS + MIT_ARCHS)  # MiT-only architectures: tests/test_segformer.py
+    assert models.list_models() == sorted(ARCHS + MIT_ARCHS)  # MiT-only architectures: tests/models/test_segformer.py
     assert models.supported_backbones("segformer")[0] == "mit_b0"
     assert models.list_backbones() == sorted(BACKBONES)
     assert models.supported_backbones("segnet") == ["plain", "vgg16"]

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from kseg.models import surgery
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_only_surgery_touches_keras_internals():

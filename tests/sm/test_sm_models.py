@@ -3,7 +3,7 @@
 The counts are segmentation_models 1.0.1's, measured once with its own venv
 (docs/segmentation-models.md has the command); kseg.sm must build the same.
 The default run builds a representative few; every model x backbone pair
-(minutes on a small CPU) runs with ``KSEG_TEST_ALL_PAIRS=1 pytest -m slow tests/test_sm_models.py``.
+(minutes on a small CPU) runs with ``KSEG_TEST_ALL_PAIRS=1 pytest -m slow tests/sm/test_sm_models.py``.
 """
 
 from __future__ import annotations
