@@ -544,3 +544,14 @@ def test_resnet_3x3_equals_zero_padding_then_valid_conv(strides, rate):
     want = ref.predict(x, verbose=0)
     assert want.shape == (2, 10 // strides, 12 // strides, 5)
     np.testing.assert_allclose(ours.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", models.list_models())
+def test_every_architecture_builds_with_its_own_default_backbone(arch):
+    """The registry's sweep: ``models.build(arch, num_classes=...)`` with no backbone named works for every
+    architecture kseg lists, on its default backbone, and maps an image to per-pixel class probabilities."""
+    model = models.build(arch, num_classes=5, input_shape=(64, 64, 3))
+    assert models.default_backbone(arch) in model.name
+    out = np.asarray(model(np.zeros((1, 64, 64, 3), "float32"), training=False))
+    assert out.shape == (1, 64, 64, 5)
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-4)
