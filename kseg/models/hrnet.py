@@ -205,15 +205,19 @@ def hrnet(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(None,
     Args:
         backbone: ``hrnet_w18_small``, ``hrnet_w18_small_v2`` (default), ``hrnet_w18``, ``hrnet_w32`` or
             ``hrnet_w48``.
-        encoder_weights: only ``None`` (kseg has no HRNet ImageNet weights yet).
+        encoder_weights: ``None``, or the path of a timm checkpoint of the same variant (``model.safetensors``
+            of ``timm/<backbone>.ms_in1k`` on Hugging Face: its ImageNet weights; see
+            :mod:`kseg.models.timm_weights`). ``"imagenet"`` is not downloaded by kseg yet: the error says
+            where to get the file.
         encoder_freeze: make every layer but the segmentation head non-trainable.
         The others as for :func:`kseg.models.unet`.
     """
     if backbone not in CONFIGS:
         raise KsegError(f"hrnet has no backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
-    if encoder_weights is not None:
-        raise KsegError(f"hrnet has no pretrained weights in kseg: use encoder_weights=None, "
-                        f"got {encoder_weights!r}")
+    if encoder_weights == "imagenet":
+        raise KsegError(f"kseg does not download HRNet's ImageNet weights yet: download model.safetensors from "
+                        f"https://huggingface.co/timm/{backbone}.ms_in1k and pass its path as encoder_weights "
+                        f"(--encoder-weights)")
     inputs = keras.Input(check_input_shape(input_shape), name="image")
     xs = hrnet_features(inputs, backbone)
     body = keras.Model(inputs, xs).layers[1:] if encoder_freeze else None
@@ -224,9 +228,17 @@ def hrnet(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(None,
     x = _relu(_bn(x, "last_layer_1"), "last_layer_2")
     outputs = head(x, num_classes, activation, kernel_size=1, name="last_layer_3", upsample=4)
     model = keras.Model(inputs, outputs, name=name or backbone)
+    if encoder_weights is not None:
+        from kseg.models.timm_weights import load_timm_checkpoint
+
+        load_timm_checkpoint(backbone_layers(model), encoder_weights, skip_prefixes=TIMM_HEAD)
     if body:
         freeze(body)
     return model
+
+
+# timm's classification head: in its ImageNet checkpoints, with no kseg counterpart
+TIMM_HEAD = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
 
 
 def backbone_layers(model) -> list:
