@@ -51,8 +51,8 @@ def _parse_pairs(data: bytes) -> np.ndarray | None:
         minus = np.flatnonzero(buf == 45)
         buf = np.delete(buf, minus)  # a copy; the byte after each '-' moves to minus - (number of '-' before it)
         after = minus - np.arange(minus.size)
-        if after[-1] >= buf.size or (buf[after] != 49).any():
-            return None  # a sign before anything but a '1'
+        if after[-1] >= buf.size or (buf[after] != 49).any() or (np.diff(minus) == 1).any():
+            return None  # a sign before anything but a '1' (a second '-' included: "--1" is no number)
         buf[after] = 58
     if buf.size < 2 or buf.size % 2 or buf[-1] != 10:
         return None

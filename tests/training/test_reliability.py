@@ -608,6 +608,7 @@ _iccv09_like = st.tuples(
                  st.lists(st.sampled_from(list(b"0123456789 \t\r\n-+x")), max_size=120).map(bytes)))
 @example(b":\n")  # found by this test: the "d d\n" fast path read a ':' of the content as -1
 @example(b"1 :\n2 3\n")
+@example(b"--1\n")  # found by this test: the "-1" fast path read two signs before one '1' as -1
 def test_fuzz_label_parser_only_raises_kseg_errors(data):
     expected = _reference_parse(data)
     try:
