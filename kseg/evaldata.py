@@ -170,7 +170,9 @@ def scoring_batches(predict, minfo: dict, ds, idx, num_classes: int, size, batch
         data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
         return predict, data, f"at native resolution ({minfo['format']} export, resized inside)", scales
     if minfo["format"] != "keras":
-        raise KsegError(f"{model_path}: --native, --scales and --flip need a .keras model, not a SavedModel")
+        what = "a SavedModel" if minfo["format"] == "saved_model" else \
+            f"a {minfo['format']} export (it takes --native alone)"
+        raise KsegError(f"{model_path}: --native, --scales and --flip need a .keras model, not {what}")
     predict = native_predict(minfo["model"], scales, flip, size)
     data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
     how = (f"at native resolution (model input {size[0]}x{size[1]}, scales {','.join(f'{v:g}' for v in scales)}"

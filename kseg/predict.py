@@ -49,15 +49,14 @@ from pathlib import Path
 import numpy as np
 
 from kseg.errors import KsegError, cli_entry
-from kseg.runtimes import RUNTIMES, check_runtime
 # the library this command runs; every name stays importable from kseg.predict
 from kseg.inference import (MERGES, Predictor, RuntimePredictor, SavedModelPredictor, flexible,  # noqa: F401
-                            parse_scales,
-                            read_image)
+                            parse_scales, read_image)
 from kseg.prediction import (FOREGROUND, IMAGE_EXTS, OVERLAY, POSTPROCESS_STEPS, TAG, _Progress,  # noqa: F401
                              _samefile, binary_overlay, check_outputs, class_map_image, foreground_color,
                              is_kseg_output, list_images, output_names, postprocessor, predict_files,
                              resolve_palette, save_png)
+from kseg.runtimes import RUNTIME_NAMES, RUNTIMES, check_runtime
 
 _foreground_color = foreground_color  # its name before kseg.prediction
 
@@ -118,7 +117,7 @@ def _predictor(args, info: dict, taken: list):
     if runtime in ("onnx", "openvino", "litert"):
         if args.tta:
             raise KsegError(f"{model_path}: {' and '.join(args.tta)} need{'s' if len(args.tta) == 1 else ''} a .keras "
-                            f"model; a {runtime} model serves each image at its own size")
+                            f"model; {RUNTIME_NAMES[runtime]} model serves each image at its own size")
         return RuntimePredictor(model_path, runtime), None
     if model_path.is_dir() and runtime == "keras":
         model_path = model_path / "best.keras"

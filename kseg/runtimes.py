@@ -32,6 +32,7 @@ from kseg.errors import KsegError
 
 FORMATS = ("saved_model", "onnx", "openvino", "litert")  # what kseg export writes
 RUNTIMES = ("keras",) + FORMATS  # what kseg predict runs
+RUNTIME_NAMES = {"onnx": "an ONNX", "openvino": "an OpenVINO", "litert": "a LiteRT"}  # for messages
 OUTPUT_NAMES = {"probabilities", "class_map", "mask"}
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
 

@@ -3,7 +3,7 @@ real photos and odd sizes, int8 quantization, kseg predict/evaluate/load_model o
 
 from __future__ import annotations
 
-import builtins
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,21 +226,18 @@ def test_runtime_errors_name_the_file_and_the_fix(tmp_path, monkeypatch, capsys)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(KsegError, match="junk.onnx: onnxruntime cannot load it|needs the Python package onnxruntime"):
         load_runtime(tmp_path / "junk.onnx")
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *args, **kwargs):
-        if name.split(".")[0] == "onnxruntime":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
-    monkeypatch.delitem(__import__("sys").modules, "onnxruntime", raising=False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it raises ImportError
     with pytest.raises(KsegError, match=r"--runtime onnx needs the Python package onnxruntime: pip install 'kseg\[onnx\]'"):
         load_runtime(tmp_path / "junk.onnx")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    from kseg.serving import export_model
+
+    with pytest.raises(KsegError, match=r"--format onnx needs the Python package tf2onnx: pip install 'kseg\[onnx\]'"):
+        export_model(tiny_model(), tmp_path / "m", "onnx")
     monkeypatch.undo()
     image = tmp_path / "x.png"
     image.write_bytes(b"")
-    for extra, message in [(["--scales", "0.5,1"], "junk.onnx: --scales needs a .keras model; a onnx model serves"),
+    for extra, message in [(["--scales", "0.5,1"], "junk.onnx: --scales needs a .keras model; an ONNX model serves"),
                            (["--runtime", "litert"], "junk.onnx: --runtime litert runs .tflite")]:
         with pytest.raises(SystemExit) as exc:
             predict.main([str(image), "--model", str(tmp_path / "junk.onnx"), "--out", str(tmp_path / "o")] + extra)
@@ -262,3 +259,23 @@ def test_saved_model_runtime_is_kseg_load_models_exported_model(tmp_path):
     out = rt(x)
     assert out["class_map"].shape == (1, 40, 56) and rt.runtime == "saved_model"
     assert Path(rt.path) == path
+
+
+def test_evaluate_scores_a_litert_export_at_native_resolution_as_the_keras_model(tmp_path, tiny_iccv09):
+    from kseg import evaluate
+    from kseg.serving import export_model
+
+    model = tiny_model(seed=5)
+    model.save(tmp_path / "m.keras")
+    tflite = export_model(model, tmp_path / "m", "litert")  # LiteRT runs without extras (TensorFlow's interpreter)
+    reports = {}
+    for path in (tmp_path / "m.keras", tflite):
+        args = ["--model", str(path), "--data", str(tiny_iccv09), "--mask", "surfaces", "--split", "all",
+                "--native", "--out", str(tmp_path / f"eval-{path.suffix[1:]}")]
+        reports[path.suffix] = evaluate.run(evaluate.parse_args(args))
+    assert reports[".tflite"]["model_format"] == "litert" and reports[".tflite"]["native"]
+    assert reports[".tflite"]["confusion_matrix"] == reports[".keras"]["confusion_matrix"]
+    with pytest.raises(KsegError, match=r"m\.tflite: --native, --scales and --flip need a \.keras model, "
+                                        r"not a litert export \(it takes --native alone\)"):
+        evaluate.run(evaluate.parse_args(["--model", str(tflite), "--data", str(tiny_iccv09), "--mask", "surfaces",
+                                          "--flip", "--out", str(tmp_path / "e")]))
