@@ -246,7 +246,11 @@ def main(argv=None):
                                               log, script=__file__)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(summarize(args, rows, export, miou, repeats, count, time.time() - t_start), indent=1))
+    text = json.dumps(summarize(args, rows, export, miou, repeats, count, time.time() - t_start), indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
 
 
 def summarize(args, rows, export, miou, repeats, count, seconds) -> dict:
