@@ -20,7 +20,7 @@ COMMANDS = {
     "train": ("kseg.train", "train a model on iccv09 or on your own images and masks"),
     "evaluate": ("kseg.evaluate", "score a trained model: per-class IoU, confusion matrix, worst images"),
     "predict": ("kseg.predict", "write class maps and overlays for images or folders of images"),
-    "export": ("kseg.export", "write a SavedModel (and model.tflite) that takes uint8 images of any size"),
+    "export": ("kseg.export", "write a SavedModel, ONNX, OpenVINO or LiteRT model that takes uint8 images of any size"),
     "import": ("kseg.data.annotations", "convert annotations from a labelling tool into images/ + masks/"),
 }
 

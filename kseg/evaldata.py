@@ -157,15 +157,22 @@ def scoring_batches(predict, minfo: dict, ds, idx, num_classes: int, size, batch
                     scales=None, flip: bool = False, model_path=None):
     """``(predict, batches, how, scales)``: the images at ``idx`` resized to ``size``, or with ``native`` at
     their own resolution through a :class:`kseg.inference.Predictor` of ``scales`` and ``flip`` (a ``.keras``
-    model only: ``minfo`` from :func:`kseg.inference.load_predictor`); ``how`` says which, for the terminal."""
+    model only: ``minfo`` from :func:`kseg.inference.load_predictor`; an ONNX, OpenVINO or LiteRT export at
+    native resolution without scales or flips); ``how`` says which, for the terminal."""
     if not native:
         return predict, batches(ds, idx, num_classes, size, batch_size), f"at {size[0]}x{size[1]}", None
     from kseg.evaluation import native_batches, native_predict
     from kseg.inference import parse_scales
 
     scales = parse_scales(scales or "1")
+    if minfo["format"] in ("onnx", "openvino", "litert") and scales == (1.0,) and not flip:
+        # an ONNX, OpenVINO or LiteRT export takes each image at its own size and resizes inside
+        data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
+        return predict, data, f"at native resolution ({minfo['format']} export, resized inside)", scales
     if minfo["format"] != "keras":
-        raise KsegError(f"{model_path}: --native, --scales and --flip need a .keras model, not a SavedModel")
+        what = "a SavedModel" if minfo["format"] == "saved_model" else \
+            f"a {minfo['format']} export (it takes --native alone)"
+        raise KsegError(f"{model_path}: --native, --scales and --flip need a .keras model, not {what}")
     predict = native_predict(minfo["model"], scales, flip, size)
     data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
     how = (f"at native resolution (model input {size[0]}x{size[1]}, scales {','.join(f'{v:g}' for v in scales)}"

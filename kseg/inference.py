@@ -6,7 +6,10 @@
   nearest multiples of 32, :mod:`kseg.shapes`), and the probabilities are resized back; with
   test-time augmentation over ``scales`` and ``flip``, merged by mean or max;
 - :class:`SavedModelPredictor` does the same for a SavedModel's ``serving_default``;
-- :func:`load_predictor` gives a batch ``predict`` function for a ``.keras`` file or a SavedModel folder.
+- :class:`RuntimePredictor` does the same for a ``.onnx``, ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT) export
+  (:mod:`kseg.runtimes`);
+- :func:`load_predictor` gives a batch ``predict`` function for a ``.keras`` file, a SavedModel folder or one
+  of those files.
 """
 
 from __future__ import annotations
@@ -166,10 +169,34 @@ class SavedModelPredictor:
         return probs
 
 
+class RuntimePredictor:
+    """Per-pixel probabilities for one image at its own size from a model ``kseg export --format onnx|openvino|
+    litert`` wrote, run in its runtime (:func:`kseg.runtimes.load_runtime`; the model resizes inside).
+    ``num_classes`` is the output's channels (1 for a binary model)."""
+
+    def __init__(self, path, runtime: str | None = None, threads: int | None = None):
+        from kseg.runtimes import load_runtime
+
+        self.runtime = load_runtime(path, runtime, threads)
+        if self.runtime.num_classes is None:
+            raise KsegError(f"{path}: the model does not say how many probability channels it returns")
+        self.num_classes = self.runtime.num_classes
+
+    def __call__(self, image) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise KsegError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+        return self.runtime.predict(image)["probabilities"]
+
+
+RUNTIME_SUFFIXES = (".onnx", ".xml", ".tflite")
+
+
 def load_predictor(path, output_stride: int | None = None):
     """``(predict, info)`` for a ``.keras`` file or a SavedModel folder.
 
-    ``predict(images)`` takes a float32 (N, H, W, 3) batch of raw RGB in [0, 255]
+    ``predict(images)`` takes a float32 (N, H, W, 3) batch of raw RGB in [0, 255] (a ``.onnx``, ``.xml`` or
+    ``.tflite`` export: rounded to uint8, of any size)
     and returns NumPy class scores (N, H, W, C), a binary model's foreground
     probability (N, H, W, 1), or class ids (N, H, W). ``info`` has ``format``,
     ``input_size`` ((H, W) or None) and ``num_classes`` (the output channels, 1 for
@@ -186,6 +213,10 @@ def load_predictor(path, output_stride: int | None = None):
         if output_stride is not None:
             raise KsegError(f"{path}: --output-stride needs a .keras model, not a SavedModel")
         return _saved_model_predictor(path)
+    if path.suffix.lower() in RUNTIME_SUFFIXES:
+        if output_stride is not None:
+            raise KsegError(f"{path}: --output-stride needs a .keras model, not an exported {path.suffix} file")
+        return _runtime_predictor(path)
     from kseg.saving import load_keras_model
 
     model = load_keras_model(path)
@@ -259,3 +290,14 @@ def _saved_model_predictor(path):
         return np.asarray(out)
 
     return predict, {"format": "saved_model", "input_size": size, "num_classes": channels}
+
+
+def _runtime_predictor(path):
+    from kseg.runtimes import as_uint8_batch, load_runtime
+
+    runtime = load_runtime(path)
+
+    def predict(images):
+        return runtime(as_uint8_batch(images, path)[0])["probabilities"]
+
+    return predict, {"format": runtime.runtime, "input_size": None, "num_classes": runtime.num_classes}

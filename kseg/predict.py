@@ -1,6 +1,8 @@
 """Predict class maps for new images: ``python -m kseg.predict --model best.keras IMAGES_OR_FOLDER --out DIR``.
 
-``--model`` is a ``.keras`` file or a SavedModel folder that ``kseg.export`` (or training) wrote.
+``--model`` is a ``.keras`` file or a SavedModel folder that ``kseg.export`` (or training) wrote, or a
+``.onnx``, ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT) file that ``kseg export --format ...`` wrote, run in
+that runtime (``--runtime`` names it; by default it is read from the path, see :mod:`kseg.runtimes`).
 For every input image (files, or the images in a folder) it writes, at the
 image's own resolution:
 
@@ -27,8 +29,8 @@ binary model's threshold when the command line does not; the command says in one
 
 The image is resized (bilinear) to the model's input size (its fixed size, or
 ``--size``, or run.json's, or the nearest multiples of 32), and the predicted probabilities are
-resized back bilinearly before the argmax (binary: before the threshold). A SavedModel
-does its own resizing (:mod:`kseg.export`).
+resized back bilinearly before the argmax (binary: before the threshold). A SavedModel and the
+ONNX, OpenVINO and LiteRT exports do their own resizing (:mod:`kseg.export`).
 
 Test-time augmentation, as in the multi-scale literature (DeepLab, PSPNet), for ``.keras`` models:
 ``--scales 0.5,0.75,1,1.5,2`` runs the model at each scale of that base size
@@ -49,12 +51,13 @@ import numpy as np
 from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
 # the library this command runs; every name stays importable from kseg.predict
-from kseg.inference import (MERGES, Predictor, SavedModelPredictor, flexible, parse_scales,  # noqa: F401
-                            read_image)
+from kseg.inference import (MERGES, Predictor, RuntimePredictor, SavedModelPredictor, flexible,  # noqa: F401
+                            parse_scales, read_image)
 from kseg.prediction import (FOREGROUND, IMAGE_EXTS, OVERLAY, POSTPROCESS_STEPS, TAG, _Progress,  # noqa: F401
                              _samefile, binary_overlay, check_outputs, class_map_image, foreground_color,
                              is_kseg_output, list_images, output_names, postprocessor, predict_files,
                              resolve_palette, save_png)
+from kseg.runtimes import RUNTIME_NAMES, RUNTIMES, check_runtime
 
 _foreground_color = foreground_color  # its name before kseg.prediction
 
@@ -67,7 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                               "N pixels take the class of the nearest remaining pixels); "
                               "see kseg.postprocess")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
-    p.add_argument("--model", required=True, help="a .keras model file or a SavedModel folder")
+    p.add_argument("--model", required=True, help="a .keras model file, a SavedModel folder, or a .onnx, .xml "
+                                                  "(OpenVINO) or .tflite (LiteRT) file from kseg export")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="what runs --model (default: read from it: .keras keras, a folder saved_model, "
+                        ".onnx onnx, .xml openvino, .tflite litert)")
     p.add_argument("--out", required=True, help="output folder (existing files that kseg.predict did not "
                                                 "write are never replaced)")
     p.add_argument("--size", default=None, help=".keras models: base input size H or HxW, multiples of 32 "
@@ -106,6 +113,14 @@ def _predictor(args, info: dict, taken: list):
     """``(predictor, model)``: a SavedModel's, or a ``.keras`` model's with the size (``--size``, else
     run.json's) and test-time augmentation asked for; the model is None for a SavedModel."""
     model_path = Path(args.model)
+    runtime = check_runtime(model_path, args.runtime) if model_path.exists() else args.runtime
+    if runtime in ("onnx", "openvino", "litert"):
+        if args.tta:
+            raise KsegError(f"{model_path}: {' and '.join(args.tta)} need{'s' if len(args.tta) == 1 else ''} a .keras "
+                            f"model; {RUNTIME_NAMES[runtime]} model serves each image at its own size")
+        return RuntimePredictor(model_path, runtime), None
+    if model_path.is_dir() and runtime == "keras":
+        model_path = model_path / "best.keras"
     if model_path.is_dir():
         if args.tta:
             raise KsegError(f"{model_path}: {' and '.join(args.tta)} need{'s' if len(args.tta) == 1 else ''} a .keras "

@@ -6,7 +6,9 @@
 - a run folder that holds ``best.keras`` (what ``kseg train --out`` writes): its ``best.keras``, as above;
 - a SavedModel folder written by ``kseg export`` (or by training, ``runs/x/saved_model``): an
   :class:`ExportedModel`, whose ``predict(images)`` takes uint8 (or 0..255 float) RGB images of any
-  size and returns a dict of NumPy arrays, and which says what it serves (``num_classes``, ``binary``).
+  size and returns a dict of NumPy arrays, and which says what it serves (``num_classes``, ``binary``);
+- a ``.onnx``, ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT) file written by ``kseg export --format ...``: its
+  :class:`kseg.runtimes.Runtime`, with the same ``predict`` (the runtime's package must be installed).
 
 >>> model = kseg.load_model("runs/x/best.keras")          # keras.Model: model.predict(batch) as usual
 >>> served = kseg.load_model("runs/x/saved_model")
@@ -21,9 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from kseg.errors import KsegError
+from kseg.runtimes import SavedModelRuntime, load_runtime
 
 KERAS_FILE = "best.keras"
 
@@ -78,8 +79,8 @@ def load_keras_model(path):
     return float32_copy(model)
 
 
-class ExportedModel:
-    """A SavedModel written by ``kseg export``, ready to predict.
+class ExportedModel(SavedModelRuntime):
+    """A SavedModel written by ``kseg export``, ready to predict (:class:`kseg.runtimes.SavedModelRuntime`).
 
     Attributes:
         path: the SavedModel folder.
@@ -88,56 +89,21 @@ class ExportedModel:
             False for a multi-class model (``probabilities`` (N, H, W, C) and ``class_map``).
         outputs: the names of the arrays :meth:`predict` returns.
         signature: TensorFlow's ``serving_default`` function itself.
+
+    :meth:`predict` takes one RGB image (H, W, 3) or a batch (N, H, W, 3) of any size: uint8 images go in as
+    they are; float images are taken as 0..255 pixel values (as kseg's models take them), rounded and clipped
+    to uint8. It returns ``{"probabilities": float32 (N, H, W, C), "class_map": int32 (N, H, W)}`` (a binary
+    model: ``probabilities`` (N, H, W, 1) and ``mask`` uint8 (N, H, W)); for one image, without the N axis.
     """
-
-    def __init__(self, path):
-        self.path = Path(path)
-        loaded, signature = load_serving_default(self.path)
-        _, inputs = signature.structured_input_signature
-        outputs = signature.structured_outputs
-        if set(inputs) != {"images"} or not isinstance(outputs, dict) or "probabilities" not in outputs:
-            raise KsegError(f"{self.path}: not a kseg export (its serving_default takes {sorted(inputs)} and "
-                            f"returns {sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__}; "
-                            f"kseg's takes images and returns probabilities)")
-        self._loaded = loaded  # keeps the signature's variables alive
-        self.signature = signature
-        self._dtype = inputs["images"].dtype
-        channels = outputs["probabilities"].shape[-1]
-        self.num_classes = None if channels is None else int(channels)
-        self.binary = "mask" in outputs
-        self.outputs = tuple(sorted(outputs))
-
-    def predict(self, images) -> dict[str, np.ndarray]:
-        """Run the model on ``images``: one RGB image (H, W, 3) or a batch (N, H, W, 3), of any size.
-
-        uint8 images go in as they are; float images are taken as 0..255 pixel values (as kseg's models
-        take them), rounded and clipped to uint8, which is what the SavedModel takes. Returns
-        ``{"probabilities": float32 (N, H, W, C), "class_map": int32 (N, H, W)}`` (a binary model:
-        ``probabilities`` (N, H, W, 1) and ``mask`` uint8 (N, H, W)); for one image, without the N axis.
-        """
-        import tensorflow as tf
-
-        x = np.asarray(images)
-        single = x.ndim == 3
-        if single:
-            x = x[None]
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise KsegError(f"{self.path}: predict takes RGB images (H, W, 3) or (N, H, W, 3), got shape {x.shape}")
-        if x.dtype != np.uint8:
-            x = np.clip(np.rint(x.astype(np.float32)), 0, 255).astype(np.uint8)
-        out = self.signature(images=tf.convert_to_tensor(x, self._dtype))
-        return {key: (np.asarray(v)[0] if single else np.asarray(v)) for key, v in out.items()}
-
-    def __repr__(self) -> str:
-        kind = "binary" if self.binary else f"{self.num_classes} classes"
-        return f"ExportedModel({str(self.path)!r}, {kind}, outputs={list(self.outputs)})"
 
 
 def load_model(path):
-    """Load a trained model from a ``.keras`` file, a run folder holding ``best.keras``, or a SavedModel folder.
+    """Load a trained model from a ``.keras`` file, a run folder holding ``best.keras``, a SavedModel folder,
+    or a ``.onnx`` / ``.xml`` (OpenVINO) / ``.tflite`` (LiteRT) file that ``kseg export`` wrote.
 
     Returns a ``keras.Model`` in float32 for a ``.keras`` file or a run folder
-    (:func:`load_keras_model`), an :class:`ExportedModel` for a SavedModel folder.
+    (:func:`load_keras_model`), an :class:`ExportedModel` for a SavedModel folder, and the
+    :class:`kseg.runtimes.Runtime` of the others (its ``predict`` as :meth:`ExportedModel.predict`).
     """
     path = Path(path)
     if not path.exists():
@@ -149,4 +115,6 @@ def load_model(path):
             return load_keras_model(path / KERAS_FILE)
         raise KsegError(f"{path}: neither a SavedModel folder (no saved_model.pb) nor a run folder "
                         f"(no {KERAS_FILE})")
+    if path.suffix.lower() in (".onnx", ".xml", ".tflite"):
+        return load_runtime(path)
     return load_keras_model(path)

@@ -17,7 +17,8 @@ if platform.machine().lower() in ("x86_64", "amd64"):
 import kseg  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# ../shared beside the checkout (CI's layout); KSEG_TEST_SHARED names another (a worktree elsewhere)
+SHARED = Path(os.environ.get("KSEG_TEST_SHARED") or REPO.parent / "shared")
 ARCHIVE = SHARED / "data" / "iccv09Data.tar.gz"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
