@@ -209,6 +209,15 @@ def with_scales(model, scales) -> MultiScaleModel:
                      tuple(model.inputs[0].shape[1:]), activation, merge.aux_weight, model.name)
 
 
+def at_scales(model, scales) -> keras.Model:
+    """Multi-scale ``model`` run at inference ``scales`` by its own attention: :func:`with_scales` for two or
+    more, the trunk alone (:func:`single_scale`) for one scale of a hierarchical model."""
+    scales = [float(s) for s in scales]
+    if len(set(scales)) == 1 and model.get_layer(MERGE).mode == "hierarchical":
+        return single_scale(model, scales[0])
+    return with_scales(model, scales)
+
+
 def single_scale(model, scale: float = 1.0) -> keras.Model:
     """The trunk of multi-scale ``model`` alone at ``scale``: its own prediction at the input's size."""
     inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name="image")
