@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import keras
 import numpy as np
@@ -199,6 +200,32 @@ def test_savedmodel_serves_the_keras_models_merged_prediction(tmp_path):
     assert out["class_map"].shape == (70, 90)
 
 
+def test_tflite_serves_the_merged_prediction(tmp_path):
+    import tensorflow as tf
+
+    import kseg
+    from kseg.serving import TFLITE_NAME, export_saved_model
+
+    _, ms = tiny_ms("hierarchical")
+    export_saved_model(ms, tmp_path / "sm")
+    runner = tf.lite.Interpreter(model_path=str(tmp_path / "sm" / TFLITE_NAME)).get_signature_runner()
+    image = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    expected = kseg.load_model(tmp_path / "sm").predict(image)["probabilities"]
+    np.testing.assert_allclose(runner(images=image)["probabilities"], expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("src,dst", [((64, 96), (32, 32)), ((32, 32), (64, 96)), ((40, 48), (40, 48))])
+def test_the_backend_neutral_resize_matches_tensorflows(src, dst):
+    import tensorflow as tf
+
+    from kseg.models.multiscale_layers import _resize_matrix
+
+    x = np.random.default_rng(0).normal(size=(2, *src, 3)).astype("float32")
+    y = np.einsum("hi,niwc->nhwc", np.asarray(_resize_matrix(dst[0], src[0], "float32")), x)
+    y = np.einsum("wj,nhjc->nhwc", np.asarray(_resize_matrix(dst[1], src[1], "float32")), y)
+    np.testing.assert_allclose(y, tf.image.resize(x, dst, antialias=False).numpy(), atol=1e-5)
+
+
 # --------------------------------------------------------------------------- user errors
 
 
@@ -208,10 +235,12 @@ def test_savedmodel_serves_the_keras_models_merged_prediction(tmp_path):
     (lambda ms: at_scales(ms, (1.0,)), "bad --scales 1: give at least two different positive scales"),
     (lambda ms: models.multiscale(tiny_base(), mode="pyramid"), "unknown multiscale mode 'pyramid'"),
     (lambda ms: models.multiscale(tiny_base(), train_scales=(1.0,)), "bad train_scales 1: give at least two"),
+    (lambda ms: models.with_output_stride(ms, 8), "--output-stride: a multi-scale model (kseg train --multiscale) "
+                                                  "runs at its trained stride"),
 ])
 def test_errors_are_one_line(call, message):
     _, ms = tiny_ms("attention")
-    with pytest.raises(KsegError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(KsegError, match="^" + re.escape(message)):
         call(ms)
 
 
@@ -311,6 +340,7 @@ def test_predict_attention_maps_of_an_ordinary_model_is_refused(tmp_path, capsys
     (["--train-scales", "0.5,1"], "--train-scales is for a multi-scale model: add --multiscale"),
     (["--multiscale", "attention", "--train-scales", "1"], "bad --train-scales '1': give two or more different"),
     (["--multiscale", "attention", "--train-scales", "0.5,x"], "bad --train-scales '0.5,x'"),
+    (["--multiscale", "attention", "--eval-output-stride", "8"], "--eval-output-stride: a multi-scale model"),
 ])
 def test_train_option_errors(args, message, capsys):
     from kseg import train

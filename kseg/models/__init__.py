@@ -63,6 +63,11 @@ def with_output_stride(model, output_stride: int):
 
     if output_stride not in OUTPUT_STRIDES:
         raise KsegError(f"bad output stride {output_stride!r}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    from kseg.models.multiscale import is_multiscale
+
+    if is_multiscale(model):
+        raise KsegError("--output-stride: a multi-scale model (kseg train --multiscale) runs at its trained stride; "
+                        "drop --output-stride")
     return atrous(model, output_stride)
 
 

@@ -44,7 +44,13 @@ def _resize_matrix(size, src, dtype):
 
 
 def resize(x, height, width):
-    """``x`` (N, H, W, C) resized bilinearly to (height, width); sizes may be tensors."""
+    """``x`` (N, H, W, C) resized bilinearly to (height, width); sizes may be tensors. TensorFlow's own resize
+    under the TensorFlow backend (one op, which TFLite converts), two matrix products under the others."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        size = tf.stack([tf.cast(height, tf.int32), tf.cast(width, tf.int32)])
+        return tf.cast(tf.image.resize(x, size, method="bilinear", antialias=False), x.dtype)
     shape = ops.shape(x)
     x = ops.einsum("hi,niwc->nhwc", _resize_matrix(height, shape[1], x.dtype), x)
     return ops.einsum("wj,nhjc->nhwc", _resize_matrix(width, shape[2], x.dtype), x)

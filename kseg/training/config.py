@@ -221,6 +221,9 @@ def _resolve(c: TrainConfig) -> None:
 
         c.eval_scales = parse_scales(c.eval_scales)
     c.size = check_size(c.size)
+    if c.multiscale is not None and c.eval_output_stride:
+        raise KsegError("--eval-output-stride: a multi-scale model (--multiscale) runs at its trained stride; "
+                        "drop one of the two")
     if c.train_scales is not None and c.multiscale is None:
         raise KsegError("--train-scales is for a multi-scale model: add --multiscale hierarchical or attention")
     if c.multiscale is not None:
