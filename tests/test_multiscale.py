@@ -321,7 +321,7 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "ms"
     train.main(["--data", str(root), "--size", "64", "--epochs", "1", "--batch-size", "4", "--model", "unet",
                 "--backbone", "plain", "--multiscale", "hierarchical", "--train-scales", "1,0.5", "--limit", "8",
-                "--out", str(out), "--no-tflite"])
+                "--eval-scales", "0.5,1,2", "--out", str(out), "--no-tflite"])
     return root, out
 
 
@@ -333,6 +333,8 @@ def test_train_multiscale_writes_a_multiscale_model_and_its_export(trained_run):
     assert info(model) == {"mode": "hierarchical", "scales": [0.5, 1.0]}
     options = json.loads((out / "metrics.json").read_text())["options"]
     assert options["multiscale"] == "hierarchical" and options["train_scales"] == [0.5, 1.0]
+    native = json.loads((out / "metrics.json").read_text())["native"]  # its attention over three scales
+    assert native["scales"] == [0.5, 1.0, 2.0] and 0 <= native["miou"] <= 1
     assert (out / "saved_model" / "saved_model.pb").exists()
 
 
@@ -399,6 +401,8 @@ def test_predict_attention_maps_of_an_ordinary_model_is_refused(tmp_path, capsys
     (["--multiscale", "attention", "--train-scales", "1"], "bad --train-scales '1': give two or more different"),
     (["--multiscale", "attention", "--train-scales", "0.5,x"], "bad --train-scales '0.5,x'"),
     (["--multiscale", "attention", "--eval-output-stride", "8"], "--eval-output-stride: a multi-scale model"),
+    (["--multiscale", "attention", "--eval-scales", "0.5,1,2"], "--eval-scales 0.5,1,2: explicit attention "
+                                                                 "(--multiscale attention) runs at its --train-scales"),
 ])
 def test_train_option_errors(args, message, capsys):
     from kseg import train

@@ -228,6 +228,9 @@ def _resolve(c: TrainConfig) -> None:
         raise KsegError("--train-scales is for a multi-scale model: add --multiscale hierarchical or attention")
     if c.multiscale is not None:
         c.train_scales = parse_train_scales("0.5,1" if c.train_scales is None else c.train_scales)
+    if c.multiscale == "attention" and c.eval_scales is not None and tuple(sorted(c.eval_scales)) != c.train_scales:
+        raise KsegError(f"--eval-scales {','.join(f'{v:g}' for v in c.eval_scales)}: explicit attention "
+                        f"(--multiscale attention) runs at its --train-scales only: drop --eval-scales")
     if c.encoder_weights in ("none", "None", ""):
         c.encoder_weights = None
     if c.backbone is None:
