@@ -69,16 +69,16 @@ def flexible(model):
 
 def multiscale_split(model, scales, given: bool, merge_given: bool = False):
     """``(test-time scales, model scales)`` of ``--scales``: for a multi-scale model
-    (:func:`kseg.models.multiscale`) the scales its own attention merges (None when not ``given``: its
-    trained ones) and no test-time scales; for any other model, test-time scales averaged or maxed."""
-    from kseg.models.multiscale import is_multiscale
+    (:func:`kseg.models.multiscale`) the scales its own attention merges (its trained ones when not
+    ``given``) and no test-time scales; for any other model, test-time scales averaged or maxed, and None."""
+    from kseg.models.multiscale import info, is_multiscale
 
     if not is_multiscale(model):
         return scales, None
     if merge_given:
         raise KsegError("--merge: a multi-scale model merges its --scales with its own learned attention; "
                         "drop --merge")
-    return (1.0,), (tuple(parse_scales(scales)) if given else None)
+    return (1.0,), (tuple(parse_scales(scales)) if given else tuple(info(model)["scales"]))
 
 
 class Predictor:

@@ -362,6 +362,9 @@ def test_evaluate_reports_merged_and_per_scale_scores(trained_run, tmp_path, cap
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["scales"] == [0.5, 1.0, 2.0] and sorted(report["per_scale"]) == ["0.5", "1", "2"]
     assert "its attention over scales 0.5,1,2" in capsys.readouterr().out
+    evaluate.main(["--model", str(out / "best.keras"), "--data", str(root), "--native", "--out", str(tmp_path / "n")])
+    report = json.loads((tmp_path / "n" / "report.json").read_text())  # its trained scales
+    assert report["scales"] == [0.5, 1.0] and sorted(report["per_scale"]) == ["0.5", "1"]
 
 
 @pytest.mark.parametrize("args,message", [
