@@ -163,18 +163,51 @@ def scoring_batches(predict, minfo: dict, ds, idx, num_classes: int, size, batch
         return predict, batches(ds, idx, num_classes, size, batch_size), f"at {size[0]}x{size[1]}", None
     from kseg.evaluation import native_batches, native_predict
     from kseg.inference import parse_scales
+    from kseg.models.multiscale import at_scales
 
-    scales = parse_scales(scales or "1")
-    if minfo["format"] in ("onnx", "openvino", "litert") and scales == (1.0,) and not flip:
+    from kseg.inference import multiscale_split
+
+    if minfo["format"] in ("onnx", "openvino", "litert") and parse_scales(scales or "1") == (1.0,) and not flip:
         # an ONNX, OpenVINO or LiteRT export takes each image at its own size and resizes inside
         data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
-        return predict, data, f"at native resolution ({minfo['format']} export, resized inside)", scales
+        return predict, data, f"at native resolution ({minfo['format']} export, resized inside)", (1.0,)
     if minfo["format"] != "keras":
         what = "a SavedModel" if minfo["format"] == "saved_model" else \
             f"a {minfo['format']} export (it takes --native alone)"
         raise KsegError(f"{model_path}: --native, --scales and --flip need a .keras model, not {what}")
-    predict = native_predict(minfo["model"], scales, flip, size)
+    tta, own = multiscale_split(minfo["model"], scales or "1", scales is not None)
+    scales = own or parse_scales(scales or "1")
+    model = minfo["model"] if own is None else at_scales(minfo["model"], own)
+    predict = native_predict(model, tta, flip, size)
     data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
-    how = (f"at native resolution (model input {size[0]}x{size[1]}, scales {','.join(f'{v:g}' for v in scales)}"
-           f"{', flips' if flip else ''})")
+    how = (f"at native resolution (model input {size[0]}x{size[1]}, {'its attention over ' if own else ''}scales "
+           f"{','.join(f'{v:g}' for v in scales)}{', flips' if flip else ''})")
     return predict, data, how, scales
+
+
+def per_scale_scores(minfo: dict, ds, idx, num_classes: int, size, batch_size: int, native: bool = False,
+                     scales=None, flip: bool = False, threshold: float = 0.5, binary: bool = False):
+    """A multi-scale model's trunk alone at each of its scales (``scales``, else the trained ones), scored as
+    :func:`scoring_batches` scores the merged prediction: ``{"per_scale": {scale: {"pixel_accuracy", "miou"}}}``,
+    said in one line; ``{}`` for any other model."""
+    from kseg.evaluation import evaluate, native_batches, native_predict
+    from kseg.metrics import scores
+    from kseg.models.multiscale import info, is_multiscale, single_scale
+
+    model = minfo.get("model")
+    if model is None or not is_multiscale(model):
+        return {}
+    out = {}
+    for s in sorted(set(scales or info(model)["scales"])):
+        m = single_scale(model, s)
+        if native:
+            predict = native_predict(m, (1.0,), flip, size)
+            data = native_batches([ds.image_paths[i] for i in idx], [ds.labels[i] for i in idx])
+        else:
+            predict, data = (lambda x, m=m: np.asarray(m.predict_on_batch(x))), batches(ds, idx, num_classes, size,
+                                                                                        batch_size)
+        cm = evaluate(predict, data, num_classes, worst=0, threshold=threshold, binary=binary)["cm"]
+        sc = scores(cm, [str(i) for i in range(len(cm))])
+        out[f"{s:g}"] = {"pixel_accuracy": sc["pixel_accuracy"], "miou": sc["miou"]}
+    print("kseg: each scale alone: " + ", ".join(f"{k} mIoU {v['miou']:.4f}" for k, v in out.items()), flush=True)
+    return {"per_scale": out}

@@ -85,8 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--native", action="store_true",
                    help="score at each image's native resolution (probabilities resized back), "
                         "as the literature does; implied by --scales and --flip")
-    p.add_argument("--scales", default=None, help="test-time scales of the model's size, e.g. 0.75,1,1.25 "
-                                                  "(.keras models; scores at native resolution)")
+    p.add_argument("--scales", default=None, help="test-time scales of the model's size, e.g. 0.75,1,1.25, averaged "
+                                                  "(.keras models; scores at native resolution); a multi-scale "
+                                                  "model (kseg train --multiscale) merges them by its own attention")
     p.add_argument("--flip", action="store_true", help="add mirrored copies (test-time flip; native resolution)")
     p.add_argument("--output-stride", type=int, default=None, choices=(8, 16, 32), metavar="N",
                    help="run a .keras DeepLabV3+ (or other atrous model) at output stride N, e.g. 8 for one "
@@ -115,10 +116,7 @@ def _split_note(args, info) -> str | None:
     """The one line saying the split is assumed (no run.json), or None."""
     if info is not None or args.split != "val":
         return None
-    if args.fold is not None:
-        given = f"--fold {args.fold}"
-    else:
-        given = f"--val-split {args.val_split:g} --seed {args.seed}"
+    given = f"--fold {args.fold}" if args.fold is not None else f"--val-split {args.val_split:g} --seed {args.seed}"
     given += f" --limit {args.limit}" if args.limit is not None else " (no --limit)"
     return (f"kseg: no run.json beside {args.model}: assuming the run's split was {given}; "
             f"if training used other values, pass them, or the scores may include training images")
@@ -305,7 +303,7 @@ def _select(args, info, ds, load):
 def run(args) -> dict:
     """Evaluate as the parsed ``args`` say; write the outputs and return the report."""
     from kseg.data import MASKS, check_size
-    from kseg.evaldata import check_training_overlap, load_data, scoring_batches
+    from kseg.evaldata import check_training_overlap, load_data, per_scale_scores, scoring_batches
     from kseg.runinfo import read_run_info
 
     _check_options(args)
@@ -355,6 +353,8 @@ def run(args) -> dict:
     res = evaluate(predict, batches, len(class_names), ids=ids, postprocess=pp_opts, worst=args.worst,
                    threshold=threshold, binary=binary)
     settings = _settings(args, info, taken, model_path, minfo, ds, size, scales, training_scored)
+    settings.update(per_scale_scores(minfo, ds, idx, len(class_names), size, args.batch_size, native, scales,
+                                     args.flip, threshold, binary))  # a multi-scale model's scales alone
     return _report(args, res, class_names, settings, binary, threshold, pp_opts, ds, label, out, t0)
 
 

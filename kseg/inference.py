@@ -70,18 +70,39 @@ def flexible(model):
     return clone
 
 
+def multiscale_split(model, scales, given: bool, merge_given: bool = False):
+    """``(test-time scales, model scales)`` of ``--scales``: for a multi-scale model
+    (:func:`kseg.models.multiscale`) the scales its own attention merges (its trained ones when not
+    ``given``) and no test-time scales; for any other model, test-time scales averaged or maxed, and None."""
+    from kseg.models.multiscale import info, is_multiscale
+
+    if not is_multiscale(model):
+        return scales, None
+    if merge_given:
+        raise KsegError("--merge: a multi-scale model merges its --scales with its own learned attention; "
+                        "drop --merge")
+    return (1.0,), (tuple(parse_scales(scales)) if given else tuple(info(model)["scales"]))
+
+
 class Predictor:
     """Per-pixel probabilities for one image at its own size, with optional multi-scale and flip TTA.
 
     ``size``: the base (H, W) the image is resized to (default: the model's
     fixed input size, else the image's size rounded to multiples of 32).
     ``scales`` multiply the base size; ``flip`` adds mirrored copies;
-    ``merge`` is "mean" or "max" over all the resized-back probability maps.
+    ``merge`` is "mean" or "max" over all the resized-back probability maps. ``model_scales``: the
+    inference scales of a multi-scale model (:func:`kseg.models.multiscale`), merged by its own attention
+    (see :func:`multiscale_split`).
     """
 
-    def __init__(self, model, size=None, scales=(1.0,), flip: bool = False, merge: str = "mean"):
+    def __init__(self, model, size=None, scales=(1.0,), flip: bool = False, merge: str = "mean",
+                 model_scales=None):
         if merge not in MERGES:
             raise KsegError(f"bad merge {merge!r}: choose one of {', '.join(MERGES)}")
+        if model_scales is not None:
+            from kseg.models.multiscale import at_scales
+
+            model = at_scales(model, model_scales)
         self.model = model
         self.fixed = fixed_input_size(model)
         self.size = check_size(size) if size is not None else None

@@ -36,7 +36,10 @@ Test-time augmentation, as in the multi-scale literature (DeepLab, PSPNet), for 
 ``--scales 0.5,0.75,1,1.5,2`` runs the model at each scale of that base size
 (rounded to multiples of 32) and ``--flip`` also on the mirrored image; each
 probability map is resized back to the input and they are merged by
-``--merge mean`` (average, the default) or ``--merge max``.
+``--merge mean`` (average, the default) or ``--merge max``. A multi-scale model (``kseg train --multiscale``)
+merges its ``--scales`` by its own learned attention instead (hierarchical: any scales; explicit attention:
+its trained ones), and ``--attention-maps`` writes each scale's weight beside the class map
+(:mod:`kseg.attention_maps`).
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kseg.attention_maps import check_model, write_attention_maps
 from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
 # the library this command runs; every name stays importable from kseg.predict
 from kseg.inference import (MERGES, Predictor, RuntimePredictor, SavedModelPredictor, flexible,  # noqa: F401
+                            multiscale_split,
                             parse_scales, read_image)
 from kseg.prediction import (FOREGROUND, IMAGE_EXTS, OVERLAY, POSTPROCESS_STEPS, TAG, _Progress,  # noqa: F401
                              _samefile, binary_overlay, check_outputs, class_map_image, foreground_color,
@@ -81,7 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                 "(default: the model's, else run.json's, else the image's "
                                                 "rounded to 32)")
     p.add_argument("--scales", default=None, help=".keras models: test-time scales of the base size, "
-                                                  "e.g. 0.5,0.75,1,1.5,2")
+                                                  "e.g. 0.5,0.75,1,1.5,2, merged by --merge; a multi-scale model "
+                                                  "(kseg train --multiscale) merges them by its own attention "
+                                                  "(default: its trained scales)")
+    p.add_argument("--attention-maps", action="store_true",
+                   help="multi-scale models: also write each scale's attention weight as <name>_attention_<scale>.png")
     p.add_argument("--flip", action="store_true", help=".keras models: also predict on the mirrored image")
     p.add_argument("--merge", choices=MERGES, default=None, help=".keras models: how scales and flips are "
                                                                  "merged (default mean)")
@@ -138,7 +147,8 @@ def _predictor(args, info: dict, taken: list):
     if size is None and info.get("size") and fixed_input_size(model) is None:
         size = "x".join(str(int(v)) for v in info["size"])
         taken.append(f"--size {size}")
-    return Predictor(model, size=size, scales=args.scales, flip=args.flip, merge=args.merge), model
+    tta, own = multiscale_split(model, args.scales, "--scales" in args.tta, "--merge" in args.tta)
+    return Predictor(model, size=size, scales=tta, flip=args.flip, merge=args.merge, model_scales=own), model
 
 
 def _threshold(args, info: dict, taken: list, c: int) -> float:
@@ -183,6 +193,8 @@ def main(argv=None):
     info = (read_run_info(model_path) if model_path.exists() else None) or {}
     taken = []
     predictor, model = _predictor(args, info, taken)
+    if args.attention_maps:
+        check_model(predictor.model if model is not None else None, model_path)
     c = predictor.num_classes
     threshold = _threshold(args, info, taken, c)
     palette, foreground = _colours(args, info, taken, c)
@@ -195,6 +207,8 @@ def main(argv=None):
                             foreground=foreground)
     if not results:
         raise KsegError(f"{paths[0]}: none of the {len(paths)} input images could be read")
+    if args.attention_maps:
+        write_attention_maps(predictor, results)
     note = f"; skipped {len(skipped)} unreadable image(s): {', '.join(Path(p).name for p in skipped[:3])}" \
         + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "") if skipped else ""
     what = f"masks (0/255, p >= {threshold:g})" if c == 1 else "class maps"

@@ -39,8 +39,9 @@ import sys
 from kseg.errors import KsegError, cli_entry  # noqa: F401  (KsegError: callers catch it by this name)
 from kseg.commandline import command_parser
 from kseg.precision import PRECISIONS
-from kseg.training.config import (DATA_FORMATS, FOLDS, JIT_COMPILE, OPTIMIZERS, OUTPUT_STRIDES,  # noqa: F401
-                                  SCHEDULES, TrainConfig, parse_classes, parse_ignore_index, run_options)
+from kseg.training.config import (DATA_FORMATS, FOLDS, JIT_COMPILE, MULTISCALE, OPTIMIZERS,  # noqa: F401
+                                  OUTPUT_STRIDES, SCHEDULES, TrainConfig, parse_classes, parse_ignore_index,
+                                  run_options)
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -115,6 +116,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="momentum of every BatchNorm's moving statistics (Keras builds 0.99, keras.applications "
                         "MobileNetV2 0.999; 0.9 = PyTorch's 0.1 adapts within tens of steps, so short runs "
                         "validate well); default: as built")
+    p.add_argument("--multiscale", choices=MULTISCALE, default=DEFAULTS["multiscale"],
+                   help="train the model at several input scales with a learned attention that merges them "
+                        "(kseg.models.multiscale): hierarchical (Tao et al. 2020; any scales at inference) or "
+                        "attention (Chen et al. 2016; the trained scales only); default: one scale")
+    p.add_argument("--train-scales", default=DEFAULTS["train_scales"], metavar="SCALES",
+                   help="with --multiscale: the input scales trained, multiples of --size (rounded to multiples "
+                        "of 32); default 0.5,1")
 
 def _training_options(p: argparse.ArgumentParser) -> None:
     """The loss, the optimizer and its schedule, the split, sampling and augmentation."""

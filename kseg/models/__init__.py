@@ -4,7 +4,8 @@
 
 Architectures: ``list_models()`` (unet, linknet, fpn, fcn32s, fcn16s, fcn8s,
 pspnet, segnet, deeplabv3plus, segformer on MiT encoders, hrnet on its own); backbones: ``list_backbones()``; the pairs that build:
-``supported_backbones(name)``.
+``supported_backbones(name)``. ``multiscale(model, mode, train_scales)`` wraps any of them in learned
+multi-scale attention (:mod:`kseg.models.multiscale`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kseg.models.fcn import fcn, fcn8s, fcn16s, fcn32s  # noqa: F401
 from kseg.models.fpn import fpn
 from kseg.models.hrnet import BACKBONES as HRNET_BACKBONES, DEFAULT_BACKBONE as HRNET_DEFAULT, hrnet
 from kseg.models.linknet import linknet
+from kseg.models.multiscale import multiscale  # noqa: F401  (learned multi-scale attention)
 from kseg.models.parts import encoder_layers  # noqa: F401
 from kseg.models.pspnet import pspnet
 from kseg.models.segformer import segformer
@@ -61,6 +63,11 @@ def with_output_stride(model, output_stride: int):
 
     if output_stride not in OUTPUT_STRIDES:
         raise KsegError(f"bad output stride {output_stride!r}: choose one of {', '.join(map(str, OUTPUT_STRIDES))}")
+    from kseg.models.multiscale import is_multiscale
+
+    if is_multiscale(model):
+        raise KsegError("--output-stride: a multi-scale model (kseg train --multiscale) runs at its trained stride; "
+                        "drop --output-stride")
     return atrous(model, output_stride)
 
 

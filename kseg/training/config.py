@@ -4,7 +4,7 @@
 a program builds one directly, ``TrainConfig(data="my_data", data_format="folder", epochs=5)``, or from a recipe,
 ``TrainConfig.from_recipe("regions-mobilenetv2", epochs=2)``. Either way :meth:`TrainConfig.__post_init__`
 checks the options (a bad one raises :class:`kseg.errors.KsegError` naming its ``--option``) and resolves
-them: ``size`` becomes ``(H, W)``, ``eval_scales`` a tuple of floats, ``ignore_index`` an id or None,
+them: ``size`` becomes ``(H, W)``, ``eval_scales`` (and ``train_scales``) a tuple of floats, ``ignore_index`` an id or None,
 ``encoder_weights`` "none" None, and ``out`` defaults to ``runs/<mask or folder>-<model>-<backbone>``.
 Resolving is idempotent: a resolved config resolves to itself.
 """
@@ -25,6 +25,7 @@ SCHEDULES = ("constant", "cosine", "poly")
 JIT_COMPILE = ("auto", "on", "off")
 FOLDS = tuple(range(5))
 OUTPUT_STRIDES = (8, 16, 32)
+MULTISCALE = ("attention", "hierarchical")  # kseg.models.multiscale's modes
 
 
 # each architecture's backbone when --backbone is not given (kseg.models.default_backbone, kept here so that
@@ -55,6 +56,8 @@ class TrainConfig:
     freeze_encoder_bn: bool = False
     encoder_lr_mult: float = 1.0
     bn_momentum: float | None = None
+    multiscale: str | None = None
+    train_scales: str | tuple | None = None  # None: (0.5, 1.0) with --multiscale
     loss: str = "ce"
     epochs: int = 20
     batch_size: int = 16
@@ -149,6 +152,10 @@ def _check_choices(c: TrainConfig) -> None:
         _choose("fold", c.fold, FOLDS)
     if c.eval_output_stride is not None:
         _choose("eval-output-stride", c.eval_output_stride, OUTPUT_STRIDES)
+    if c.multiscale is not None and str(c.multiscale).lower() in ("none", ""):
+        c.multiscale = None
+    if c.multiscale is not None:
+        _choose("multiscale", c.multiscale, MULTISCALE)
 
 
 def _finite(v) -> bool:
@@ -214,6 +221,16 @@ def _resolve(c: TrainConfig) -> None:
 
         c.eval_scales = parse_scales(c.eval_scales)
     c.size = check_size(c.size)
+    if c.multiscale is not None and c.eval_output_stride:
+        raise KsegError("--eval-output-stride: a multi-scale model (--multiscale) runs at its trained stride; "
+                        "drop one of the two")
+    if c.train_scales is not None and c.multiscale is None:
+        raise KsegError("--train-scales is for a multi-scale model: add --multiscale hierarchical or attention")
+    if c.multiscale is not None:
+        c.train_scales = parse_train_scales("0.5,1" if c.train_scales is None else c.train_scales)
+    if c.multiscale == "attention" and c.eval_scales is not None and tuple(sorted(c.eval_scales)) != c.train_scales:
+        raise KsegError(f"--eval-scales {','.join(f'{v:g}' for v in c.eval_scales)}: explicit attention "
+                        f"(--multiscale attention) runs at its --train-scales only: drop --eval-scales")
     if c.encoder_weights in ("none", "None", ""):
         c.encoder_weights = None
     if c.backbone is None:
@@ -234,6 +251,21 @@ def _resolve_data(c: TrainConfig) -> None:
     c.ignore_index = parse_ignore_index(c.ignore_index)
     if not 0.0 < c.threshold < 1.0:
         raise KsegError(f"bad --threshold {c.threshold}: give a probability between 0 and 1, e.g. 0.5")
+
+
+def parse_train_scales(text) -> tuple[float, ...]:
+    """``--train-scales``: two or more different positive scales, sorted (``"1,0.5"`` -> (0.5, 1.0))."""
+    from kseg.inference import parse_scales
+
+    try:
+        vals = sorted(parse_scales(text))
+    except KsegError:
+        vals = []
+    if len(vals) < 2 or len(set(vals)) != len(vals):
+        shown = text if isinstance(text, str) else ",".join(f"{v:g}" for v in text)
+        raise KsegError(f"bad --train-scales {shown!r}: give two or more different positive scales separated by "
+                        f"commas, e.g. 0.5,1")
+    return tuple(vals)
 
 
 def parse_ignore_index(text):

@@ -52,8 +52,9 @@ def build_model(config, num_classes: int, binary: bool):
     from kseg import models
     from kseg.models.layers import freeze
 
+    shape = (None, None, 3) if config.multiscale else (*config.size, 3)  # a multi-scale trunk runs at any size
     model = models.build(config.model, backbone=config.backbone, num_classes=1 if binary else num_classes,
-                         activation="sigmoid" if binary else "softmax", input_shape=(*config.size, 3),
+                         activation="sigmoid" if binary else "softmax", input_shape=shape,
                          encoder_weights=config.encoder_weights)
     if config.eval_output_stride:  # a model that cannot run at that stride fails now, not after training
         models.with_output_stride(model, config.eval_output_stride)
@@ -67,9 +68,24 @@ def build_model(config, num_classes: int, binary: bool):
     if lr_multipliers:
         print(f"kseg: encoder learning rate x{config.encoder_lr_mult:g} ({len(lr_multipliers)} variables)",
               flush=True)
+    if config.multiscale:
+        model = multiscale_model(model, config)
     if config.bn_momentum is not None:
         set_bn_momentum(model, config.bn_momentum)
     return model, thaw, lr_multipliers
+
+
+def multiscale_model(model, config):
+    """``model`` (built at any input size) in learned multi-scale attention (``--multiscale``, ``--train-scales``),
+    taking ``--size`` inputs; its layers, and so the encoder's frozen flags and learning-rate factors, are
+    shared."""
+    from kseg import models
+
+    ms = models.multiscale(model, mode=config.multiscale, train_scales=config.train_scales,
+                           input_shape=(*config.size, 3))
+    print(f"kseg: multi-scale {config.multiscale} attention over scales "
+          f"{','.join(f'{s:g}' for s in config.train_scales)} of {config.size[0]}x{config.size[1]}", flush=True)
+    return ms
 
 
 def compile_model(model, config, data, thaw=(), lr_multipliers=None, strategy=None):

@@ -45,8 +45,13 @@ def evaluate_native(model, config, data) -> dict:
     scales = config.eval_scales or (1.0,)
     t0 = time.time()
     dense = with_output_stride(model, config.eval_output_stride) if config.eval_output_stride else model
+    tta = scales
+    if config.multiscale and config.eval_scales:  # a multi-scale model merges them by its own attention
+        from kseg.models.multiscale import at_scales
+
+        dense, tta = at_scales(model, scales), (1.0,)
     native = score_native(dense, [data.ds.image_paths[i] for i in data.val_idx],
-                          [data.ds.labels[i] for i in data.val_idx], data.ds.class_names, scales=scales,
+                          [data.ds.labels[i] for i in data.val_idx], data.ds.class_names, scales=tta,
                           flip=config.eval_flip, size=config.size, threshold=config.threshold)
     native.update(scales=list(scales), flip=bool(config.eval_flip), output_stride=config.eval_output_stride,
                   seconds=round(time.time() - t0, 1))

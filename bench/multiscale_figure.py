@@ -1,0 +1,61 @@
+"""The figure of docs/multiscale.md: which scale each pixel of a photo trusts, from a multi-scale model.
+
+    .venv/bin/python bench/multiscale_figure.py --model runs/x/best.keras --images a.jpg b.jpg \\
+        [--scales 0.5,1,2] [--mask regions] [--out docs/multiscale_attention.png]
+
+One row per photo: the photo, the merged prediction at ``--scales`` (the model's own attention), then each
+scale's weight in that merge (white 1, black 0; they sum to 1 at each pixel). Computed as ``kseg predict``
+computes them (the photo resized to the model's base size, the maps resized back).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="a multi-scale .keras model (kseg train --multiscale)")
+    p.add_argument("--images", nargs="+", required=True, help="photos, one row each")
+    p.add_argument("--scales", default="0.5,1,2", help="the inference scales (default 0.5,1,2)")
+    p.add_argument("--mask", default="regions", help="the palette's name (default regions)")
+    p.add_argument("--out", default="docs/multiscale_attention.png", help="the PNG to write")
+    args = p.parse_args(argv)
+
+    import tensorflow as tf
+
+    from kseg import viz
+    from kseg.inference import Predictor, flexible, parse_scales, read_image
+    from kseg.models.multiscale import attention_maps, info
+    from kseg.saving import load_keras_model
+
+    predictor = Predictor(load_keras_model(args.model), model_scales=parse_scales(args.scales))
+    scales = info(predictor.model)["scales"]
+    net = attention_maps(flexible(predictor.model))
+    plt = viz._plt()
+    cols = 2 + len(scales)
+    fig, axes = plt.subplots(len(args.images), cols, figsize=(2.6 * cols, 2.1 * len(args.images)), squeeze=False)
+    for row, path in zip(axes, args.images):
+        image = read_image(path)
+        h, w = image.shape[:2]
+        probs = predictor(image)
+        x = tf.image.resize(tf.cast(image[None], tf.float32), predictor.base_size(h, w))
+        weights = tf.image.resize(net(x), (h, w)).numpy()[0]
+        row[0].imshow(image)
+        row[1].imshow(viz.colorize(probs.argmax(-1), probs.shape[-1], args.mask))
+        for i, s in enumerate(scales):
+            row[2 + i].imshow(weights[..., i], cmap="gray", vmin=0, vmax=1)
+        titles = ["photo", "merged prediction"] + [f"weight of scale {s:g}" for s in scales]
+        for ax, title in zip(row, titles):
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    viz._save(fig, args.out)
+    print(f"wrote {args.out} ({', '.join(f'{s:g}' for s in scales)}; mean weights "
+          f"{', '.join(f'{v:.2f}' for v in np.mean(weights, axis=(0, 1)))} on the last photo)")
+
+
+if __name__ == "__main__":
+    main()
