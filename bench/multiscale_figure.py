@@ -37,6 +37,7 @@ def main(argv=None) -> None:
     plt = viz._plt()
     cols = 2 + len(scales)
     fig, axes = plt.subplots(len(args.images), cols, figsize=(2.6 * cols, 2.1 * len(args.images)), squeeze=False)
+    probs = None
     for row, path in zip(axes, args.images):
         image = read_image(path)
         h, w = image.shape[:2]
@@ -51,10 +52,24 @@ def main(argv=None) -> None:
         for ax, title in zip(row, titles):
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-    fig.tight_layout()
+    names = _class_names(args.model, probs.shape[-1])
+    colours = viz.palette(len(names), args.mask) / 255.0
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[k]) for k in range(len(names))]
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 8), frameon=False, fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.91, bottom=0.08, top=0.95, wspace=0.05, hspace=0.25)
+    bar = fig.colorbar(axes[0, -1].images[0], cax=fig.add_axes((0.925, 0.25, 0.012, 0.55)))
+    bar.set_label("weight of the scale's prediction", fontsize=8)
     viz._save(fig, args.out)
     print(f"wrote {args.out} ({', '.join(f'{s:g}' for s in scales)}; mean weights "
           f"{', '.join(f'{v:.2f}' for v in np.mean(weights, axis=(0, 1)))} on the last photo)")
+
+
+def _class_names(model_path, count: int) -> list[str]:
+    """The run's class names (run.json beside the model), else numbers."""
+    from kseg.runinfo import read_run_info
+
+    names = (read_run_info(model_path) or {}).get("class_names") or []
+    return list(names) if len(names) == count else [str(k) for k in range(count)]
 
 
 if __name__ == "__main__":
