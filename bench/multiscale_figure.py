@@ -37,7 +37,6 @@ def main(argv=None) -> None:
     plt = viz._plt()
     cols = 2 + len(scales)
     fig, axes = plt.subplots(len(args.images), cols, figsize=(2.6 * cols, 2.1 * len(args.images)), squeeze=False)
-    probs = None
     for row, path in zip(axes, args.images):
         image = read_image(path)
         h, w = image.shape[:2]

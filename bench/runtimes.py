@@ -143,17 +143,7 @@ def worker_infer(a) -> dict:
         def run(b):
             fn(x[:b])
 
-    result = {}
-    for b in a.batches:
-        run(b)  # load, trace, warm up
-        n = max(1, a.images // b)
-        t = time.perf_counter()
-        for _ in range(n):
-            run(b)
-        result[str(b)] = n * b / (time.perf_counter() - t)
-    best = max(result, key=result.get)
-    return {"images_per_s": result[best], "best_batch": int(best), "by_batch": result,
-            "peak_rss_mb": speed._peak_rss_mb()}
+    return speed.time_batches(run, a.batches, a.images)
 
 
 def worker_miou(a) -> dict:

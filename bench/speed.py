@@ -206,10 +206,16 @@ def worker_infer(a) -> dict:
         def run(b):
             serve(images=tf.constant(x[:b]))["class_map"].numpy()
 
+    return time_batches(run, a.batches, a.images)
+
+
+def time_batches(run, batches, images: int) -> dict:
+    """Images/s of ``run(b)`` at each batch size ``b`` (a first call traces and warms up, then about ``images``
+    images are timed), the best of them and the process's peak RSS."""
     result = {}
-    for b in a.batches:
+    for b in batches:
         run(b)  # trace / warm up
-        n = max(1, a.images // b)
+        n = max(1, images // b)
         t = time.perf_counter()
         for _ in range(n):
             run(b)

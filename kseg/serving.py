@@ -35,6 +35,16 @@ TFLITE_NAME = "model.tflite"
 BINARY_THRESHOLD = 0.5
 
 
+def staging_dir(out: Path) -> Path:
+    """A new hidden folder beside ``out`` (its parents made) where an export is written before it is moved
+    into place; one line naming ``out`` if it cannot be made."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as err:
+        raise KsegError(f"{out}: cannot write the export ({err.strerror})") from None
+
+
 def serving_fn(model):
     """The serving function: uint8 (N, H, W, 3) of any size → probabilities and class map at (H, W)
     (a binary model: probabilities (N, H, W, 1) and a uint8 0/1 ``mask``)."""
@@ -75,11 +85,7 @@ def export_saved_model(model, out_dir, tflite: bool = True, verbose: bool = Fals
     model = fold_batch_norm(model, float32=True) if fold_bn else float32_copy(model)
 
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    except OSError as err:
-        raise KsegError(f"{out_dir}: cannot write the export ({err.strerror})") from None
+    tmp = staging_dir(out_dir)
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -177,11 +183,7 @@ def export_model(model, out, fmt: str = "saved_model", tflite: bool = True, fold
 
     model = fold_batch_norm(model, float32=True) if fold_bn else float32_copy(model)
     out = output_path(out, fmt)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    except OSError as err:
-        raise KsegError(f"{out}: cannot write the export ({err.strerror})") from None
+    tmp = staging_dir(out)
     try:
         written = _convert(serving_model(model), tmp / out.name, fmt, int8, calibration)
         for path in sorted(written, key=lambda p: p.suffix == out.suffix):  # an OpenVINO .xml after its .bin

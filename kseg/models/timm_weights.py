@@ -28,11 +28,8 @@ _BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "runnin
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
     """Every tensor of a ``.safetensors`` file as float32 NumPy arrays (integer ones as they are)."""
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:  # pragma: no cover - safetensors is a dependency
-        raise KsegError("reading .safetensors checkpoints needs the safetensors package: pip install safetensors") \
-            from None
+    from safetensors.numpy import load_file
+
     path = Path(path)
     if not path.is_file():
         raise KsegError(f"{path}: no such weights file")
@@ -89,4 +86,4 @@ def load_timm_checkpoint(layers_, path, skip_prefixes=()) -> None:
     """Set every weight of ``layers_`` from timm's checkpoint at ``path`` (all or nothing)."""
     values = convert(layers_, read_safetensors(path), str(path), skip_prefixes)
     for variable, value in values.values():
-        variable.assign(value.astype(variable.dtype) if hasattr(variable, "dtype") else value)
+        variable.assign(value)
