@@ -91,20 +91,22 @@ def _fc6(w: np.ndarray, channels: int, size: int) -> np.ndarray:
     return w.reshape(out, channels, size, size).transpose(0, 2, 3, 1).reshape(out, -1).T
 
 
-def _layer_arrays(layer, path: str, sd: dict) -> list[np.ndarray] | None:
-    """The arrays for ``layer`` from the state dict entries under module ``path`` (None: none there)."""
+def _layer_arrays(layer, path: str, sd: dict, origin: str) -> list[np.ndarray]:
+    """The arrays for ``layer`` from the state dict entries under module ``path``."""
     from keras import layers
 
     if isinstance(layer, layers.BatchNormalization):
         names = ("weight", "bias", "running_mean", "running_var")
-        if f"{path}.weight" not in sd:
-            return None
-        return [sd[f"{path}.{n}"] for n in names]
-    if f"{path}.weight" not in sd:
-        return None
-    w = sd[f"{path}.weight"]
-    kernel = _fc6(w, 256, 7) if path.endswith("box_head.fc6") else _kernel(w)
-    return [kernel] + ([sd[f"{path}.bias"]] if f"{path}.bias" in sd else [])
+    else:
+        names = ("weight", "bias")[: len(layer.weights)]
+    missing = [f"{path}.{n}" for n in names if f"{path}.{n}" not in sd]
+    if missing:
+        raise KsegError(f"{origin}: has no weights for {missing[0]} (kseg layer {layer.name})")
+    arrays = [sd[f"{path}.{n}"] for n in names]
+    if names[0] == "weight" and not isinstance(layer, layers.BatchNormalization):
+        w = arrays[0]
+        arrays[0] = _fc6(w, 256, 7) if path.endswith("box_head.fc6") and w.ndim == 2 else _kernel(w)
+    return arrays
 
 
 def module_paths(model, prefix: str) -> dict:
@@ -154,9 +156,7 @@ def load_state_dict(model, sd: dict, source: str = "coco", origin: str = "state 
         paths = {layer: p for layer, p in paths.items() if not p.startswith(("backbone.fpn", "rpn.", "roi_heads."))}
     todo = []
     for layer, p in paths.items():
-        arrays = _layer_arrays(layer, p, sd)
-        if arrays is None:
-            raise KsegError(f"{origin}: has no weights for {p} (kseg layer {layer.name})")
+        arrays = _layer_arrays(layer, p, sd, origin)
         have = [tuple(v.shape) for v in layer.get_weights()]
         if have != [a.shape for a in arrays]:
             raise KsegError(f"{origin}: {p} has shapes {[a.shape for a in arrays]}, kseg's {layer.name} needs {have}")
