@@ -90,3 +90,17 @@ def test_sample_balanced_is_uniform_over_positives():
         counts += np.asarray(sample_balanced(labels, 4, 0.5, seed)[0])[:10]
     # each positive is drawn with probability 2/10: 60 expected in 300 draws
     assert counts.sum() == 600 and counts.min() > 35 and counts.max() < 90
+
+
+def test_matcher_and_sampler_run_in_a_graph():
+    import tensorflow as tf
+
+    seed = keras.random.SeedGenerator(5)
+
+    @tf.function
+    def step(q, valid):
+        labels = tf.cast(Matcher(0.7, 0.3, True)(q, valid) >= 0, tf.int32)
+        return sample_balanced(labels, 16, 0.25, seed)
+
+    pos, neg = (np.asarray(m) for m in step(REF["quality"], np.ones(6, bool)))
+    assert 1 <= pos.sum() <= 4 and pos.sum() + neg.sum() == 16
