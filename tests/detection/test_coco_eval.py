@@ -52,7 +52,8 @@ def test_perfect_predictions_score_one(tmp_path):
     for t in ("bbox", "segm"):
         assert r[t]["AP"] == r[t]["AP50"] == r[t]["AP75"] == 1.0
         assert r[t]["per_class"] == pytest.approx({"a": 1.0, "b": 1.0})
-        assert r[t]["APs"] == pytest.approx(1.0) and r[t]["APl"] is None  # 20x20 and 25x20 are small, 40x40 medium, none large
+        # 20x20 and 25x20 are small, 40x40 medium, none large
+        assert r[t]["APs"] == pytest.approx(1.0) and r[t]["APl"] is None
     # probabilities (>= 0.5 is in) and padding rows (class 0) give the same figures
     for p in preds.values():
         p["masks"] = np.concatenate([p["masks"] * 0.7 + 0.1, np.ones((1, 64, 64))])
