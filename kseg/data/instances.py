@@ -22,8 +22,9 @@ with nearest-neighbour sampling (``cv2.INTER_NEAREST_EXACT``: pixel centres alig
 bilinear resize) and the boxes are recomputed from the resized masks (the tight box of the mask's
 pixels, ``x2 = last column + 1``), not scaled from the COCO boxes, so boxes and masks always agree (they
 stay within a pixel of the scaled COCO boxes); an instance whose mask vanishes is dropped.
-Augmentation (``augment=True``), seeded: a horizontal flip (p = 0.5) and a scale jitter (the fitted scale times a factor drawn from ``scale_range``) with a random crop where the image
-outgrows ``size``; boxes are recomputed and vanished instances dropped after it as well.
+Augmentation (``augment=True``), seeded: a horizontal flip (p = 0.5) and a scale jitter (the fitted
+scale times a factor drawn from ``scale_range``) with a random crop where the image outgrows ``size``;
+boxes are recomputed and vanished instances dropped after it as well.
 
 Crowd regions (``iscrowd=1``) are kept as instances with ``crowd=True``: the detection ops ignore
 anchors and proposals that match a crowd box, as Detectron2 does, and no loss is taken on them. An image
