@@ -26,8 +26,10 @@ Augmentation (``augment=True``), seeded: a horizontal flip (p = 0.5) and a scale
 scale times a factor drawn from ``scale_range``) with a random crop where the image outgrows ``size``;
 boxes are recomputed and vanished instances dropped after it as well.
 
-Crowd regions (``iscrowd=1``) are kept as instances with ``crowd=True``: the detection ops ignore
-anchors and proposals that match a crowd box, as Detectron2 does, and no loss is taken on them. An image
+Crowd regions (``iscrowd=1``) are kept as instances with ``crowd=True``, so that the detection losses
+can ignore anchors and proposals that match a crowd box and take no loss on crowd regions (the original
+Detectron's rule; Detectron2's and torchvision's training data loaders drop crowd annotations instead,
+which makes anchors on a crowd negatives). An image
 with more than ``max_instances`` instances keeps its ``max_instances`` largest (by pixels after
 resizing and augmentation), said once per dataset.
 """
