@@ -208,7 +208,7 @@ def load_example(record: InstanceRecord, i: int, size, max_instances: int, rng=N
     for k, m in enumerate(masks):
         small = cv2.resize(np.ascontiguousarray(m, np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
         out_masks[k, :ch, :cw] = small[oy:oy + ch, ox:ox + cw]
-    areas = out_masks.reshape(len(masks), -1).sum(1)
+    areas = out_masks.sum((1, 2), dtype=np.int64)
     keep = np.nonzero(areas > 0)[0]
     if len(keep) > max_instances:
         keep = np.sort(keep[np.argsort(-areas[keep], kind="stable")[:max_instances]])

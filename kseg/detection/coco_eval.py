@@ -37,17 +37,28 @@ def load_coco(gt):
     from pycocotools.coco import COCO
 
     if isinstance(gt, COCO):
-        return gt
+        return _with_areas(gt)
     path = Path(gt).expanduser()
     if not path.is_file():
         raise KsegError(f"{path}: no such file")
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            return COCO(str(path))
+            return _with_areas(COCO(str(path)))
         except ValueError as err:
             raise KsegError(f"{path}: malformed JSON ({err})") from None
         except (KeyError, TypeError, AssertionError):
             raise KsegError(f"{path}: not a COCO instances file (needs images, annotations and categories)") from None
+
+
+def _with_areas(coco):
+    """``coco`` with an ``area`` on every annotation (COCOeval needs it): the mask's pixels, else the box's area."""
+    import pycocotools.mask as mask_utils
+
+    for a in coco.anns.values():
+        if "area" not in a:
+            seg = a.get("segmentation")
+            a["area"] = float(mask_utils.area(coco.annToRLE(a))) if seg else float(a["bbox"][2] * a["bbox"][3])
+    return coco
 
 
 def _masks_rle(masks, hw, where: str) -> list:
@@ -93,6 +104,8 @@ def coco_results(predictions, gt, category_ids=None, iou_type: str = "bbox") -> 
             xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
             values = [{"bbox": [float(v) for v in b]} for b in xywh]
         elif iou_type == "segm":
+            if "masks" not in pred:
+                raise KsegError(f"{where}: no masks; mask AP (segm) needs them")
             info = coco.imgs[image_id]
             values = [{"segmentation": r} for r in _masks_rle(pred["masks"], (info["height"], info["width"]), where)]
         else:

@@ -79,7 +79,19 @@ def test_one_of_two_missed_and_a_false_positive_ranked_first(tmp_path):
     fp_last = {"boxes": [[40, 40, 60, 60], [0, 0, 10, 10]], "scores": [0.5, 0.9], "classes": [1, 1]}
     assert coco_evaluate({1: fp_last}, path, iou_types=("bbox",))["bbox"]["AP"] == pytest.approx(51 / 101)
     # no detections at all: AP 0 where there is ground truth
-    assert coco_evaluate({}, path, iou_types=("bbox",))["bbox"]["AP"] == 0.0
+    empty = {"boxes": np.zeros((0, 4)), "scores": [], "classes": [], "masks": np.zeros((0, 64, 64), bool)}
+    assert coco_evaluate({1: empty}, path)["segm"]["AP"] == coco_evaluate({}, path)["bbox"]["AP"] == 0.0
+    # a ground truth without areas gets them from its masks (COCOeval needs them for small / medium / large)
+    doc = json.loads(path.read_text())
+    for a in doc["annotations"]:
+        del a["area"]
+    path.write_text(json.dumps(doc))
+    mask = np.zeros((1, 64, 64), bool)
+    mask[0, :10, :10] = True
+    r = coco_evaluate({1: dict(hit, masks=mask)}, path, iou_types=("segm",))["segm"]
+    assert r["APs"] == pytest.approx(51 / 101)
+    with pytest.raises(KsegError, match="^predictions for image 1: no masks; mask AP \\(segm\\) needs them$"):
+        coco_evaluate({1: hit}, path)
 
 
 def test_agrees_with_cocoeval_summarize(tmp_path):
