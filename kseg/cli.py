@@ -1,4 +1,4 @@
-"""The ``kseg`` command: ``kseg train|evaluate|predict|export|import [options]``.
+"""The ``kseg`` command: ``kseg train|evaluate|predict|export|import|shapes [options]``.
 
 ``kseg CMD ...`` runs the ``main`` of CMD's module with the rest of the command
 line (``kseg train --mask surfaces`` is ``python -m kseg.train --mask surfaces``),
@@ -22,6 +22,7 @@ COMMANDS = {
     "predict": ("kseg.predict", "write class maps and overlays for images or folders of images"),
     "export": ("kseg.export", "write a SavedModel, ONNX, OpenVINO or LiteRT model that takes uint8 images of any size"),
     "import": ("kseg.data.annotations", "convert annotations from a labelling tool into images/ + masks/"),
+    "shapes": ("kseg.data.shapes", "write a synthetic COCO instance and panoptic dataset of shapes"),
 }
 
 

@@ -50,7 +50,7 @@ def test_unknown_command_is_one_line_naming_the_commands(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == ("kseg: error: unknown command 'trian': choose one of "
-                            "train, evaluate, predict, export, import\n")
+                            "train, evaluate, predict, export, import, shapes\n")
 
 
 def test_no_command_is_one_line(capsys):
@@ -75,7 +75,7 @@ def test_each_command_runs_its_module_main_with_the_rest(name, monkeypatch):
 def test_commands_map_to_the_modules_that_hold_them():
     assert {name: module for name, (module, _) in cli.COMMANDS.items()} == {
         "train": "kseg.train", "evaluate": "kseg.evaluate", "predict": "kseg.predict",
-        "export": "kseg.export", "import": "kseg.data.annotations"}
+        "export": "kseg.export", "import": "kseg.data.annotations", "shapes": "kseg.data.shapes"}
 
 
 def test_a_missing_command_module_is_one_line(monkeypatch, capsys):
@@ -154,7 +154,7 @@ def test_python_m_kseg_unknown_command_exit_status():
                             env=_env(), cwd=REPO, timeout=120)
     assert result.returncode == 2
     assert result.stderr == ("kseg: error: unknown command 'segment': choose one of "
-                             "train, evaluate, predict, export, import\n")
+                             "train, evaluate, predict, export, import, shapes\n")
 
 
 def test_setup_cfg_declares_the_console_command():

@@ -16,7 +16,7 @@ from kseg.errors import KsegError
 KSEG = Path(kseg.__file__).parent
 # the command modules (and the entry point): nothing else in kseg may import them
 COMMANDS = {"kseg.train", "kseg.evaluate", "kseg.predict", "kseg.export", "kseg.cli", "kseg.data.annotations",
-            "kseg.__main__"}
+            "kseg.data.shapes", "kseg.__main__"}
 
 
 def test_check_size_normalises_and_names_the_nearest_valid_sizes():
