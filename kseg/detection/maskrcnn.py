@@ -79,9 +79,9 @@ class MaskRCNN(keras.Model):
         self.built = True
 
     # ------------------------------------------------------------------ the network's raw outputs
-    def rpn_outputs(self, images):
+    def rpn_outputs(self, images, levels=None):
         """``(pyramid levels, objectness [B, N], deltas [B, N, 4], anchors [N, 4], level of each anchor [N])``."""
-        levels = self.pyramid(images)
+        levels = self.pyramid(images) if levels is None else levels
         h, w = ops.shape(images)[1], ops.shape(images)[2]
         objs, deltas, anchors, level_ids = [], [], [], []
         for i, (feature, cell) in enumerate(zip(levels, self.cell_anchors)):
@@ -139,34 +139,44 @@ class MaskRCNN(keras.Model):
                 ops.where(kept, ops.take(classes, keep, 0), 0), kept)
 
     # ------------------------------------------------------------------ the whole inference
-    def call(self, inputs, training=False):
-        images = inputs["image"] if isinstance(inputs, dict) else inputs
-        images = ops.cast(images, "float32")
+    @staticmethod
+    def unpack(inputs):
+        """``(images float32 [B, H, W, 3], valid sizes float32 [B, 2])`` from an image batch or a dict holding
+        ``image`` and optionally ``image_size``."""
+        images = ops.cast(inputs["image"] if isinstance(inputs, dict) else inputs, "float32")
         b, h, w = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
         sizes = inputs.get("image_size") if isinstance(inputs, dict) else None
         if sizes is None:
             sizes = ops.broadcast_to(ops.stack([h, w])[None], (b, 2))
-        levels, obj, deltas, anchors, level_ids = self.rpn_outputs(images)
-        sizes = ops.cast(sizes, "float32")
-        props, pvalid = ops.map(lambda a: self.proposals(a[0], a[1], anchors, level_ids, a[2]), (obj, deltas, sizes))
-        return self.heads(levels, props, pvalid, sizes, (h, w))
+        return images, ops.cast(sizes, "float32")
 
-    def _pool(self, levels, boxes, size, image_hw):
+    def call(self, inputs, training=False):
+        images, sizes = self.unpack(inputs)
+        return self.instances(images, self.pyramid(images), sizes)
+
+    def instances(self, images, levels, sizes):
+        """The detections dict from the pyramid ``levels`` of ``images`` (valid ``sizes`` [B, 2])."""
+        levels, obj, deltas, anchors, level_ids = self.rpn_outputs(images, levels)
+        props, pvalid = ops.map(lambda a: self.proposals(a[0], a[1], anchors, level_ids, a[2]), (obj, deltas, sizes))
+        return self.heads(levels, props, pvalid, sizes)
+
+    def _pool(self, levels, boxes, size):
         """RoI-align ``boxes`` [B, K, 4] on P2..P5: ``[B * K, size, size, C]``."""
         b, k = ops.shape(boxes)[0], ops.shape(boxes)[1]
         batch_index = ops.repeat(ops.arange(b, dtype="int32"), k)
-        return multiscale_roi_align(levels[:4], ops.reshape(boxes, (-1, 4)), batch_index, size, 2, image_hw)
+        return multiscale_roi_align(levels[:4], ops.reshape(boxes, (-1, 4)), batch_index, size, 2,
+                                    scales=(0.25, 0.125, 0.0625, 0.03125))
 
-    def heads(self, levels, props, pvalid, sizes, image_hw):
+    def heads(self, levels, props, pvalid, sizes):
         """Box and mask heads on proposals ``props`` [B, P, 4]: the detections dict."""
         b, p = ops.shape(props)[0], ops.shape(props)[1]
-        logits, deltas = self.box_head(self._pool(levels, props, 7, image_hw))
+        logits, deltas = self.box_head(self._pool(levels, props, 7))
         logits = ops.reshape(logits, (b, p, self.num_classes))
         deltas = ops.reshape(deltas, (b, p, self.num_classes, 4))
         boxes, scores, classes, valid = ops.map(
             lambda a: self.detections(a[0], a[1], a[2], a[3], a[4]), (logits, deltas, props, pvalid, sizes))
         d = ops.shape(boxes)[1]
-        mask_logits = self.mask_head(self._pool(levels, boxes, 14, image_hw))  # [B * D, 28, 28, C]
+        mask_logits = self.mask_head(self._pool(levels, boxes, 14))  # [B * D, 28, 28, C]
         onehot = ops.one_hot(ops.reshape(classes, (-1,)), self.num_classes)
         masks = ops.sigmoid(ops.sum(mask_logits * onehot[:, None, None, :], axis=-1))
         masks = ops.reshape(masks, (b, d, ops.shape(masks)[1], ops.shape(masks)[2]))

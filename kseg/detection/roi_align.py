@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 from keras import ops
 
 
@@ -42,7 +43,7 @@ def _axis_samples(start, length, bins, grid, max_grid, size):
 
     ``start``/``length``: ``[K]``; ``grid``: ``[K]`` float samples per bin; returns tensors ``[K, bins, G]``.
     """
-    size_f = float(size)
+    size_f = ops.cast(size, "float32")
     bin_size = length / bins
     steps = ops.arange(max_grid, dtype="float32")
     bins_i = ops.arange(bins, dtype="float32")
@@ -69,7 +70,20 @@ def roi_align(features, boxes, batch_index, output_size, spatial_scale=1.0, samp
     features = ops.convert_to_tensor(features)
     boxes = ops.convert_to_tensor(boxes, "float32")
     out_h, out_w = _output_hw(output_size)
-    _, height, width, channels = features.shape
+    if sampling_ratio > 0 and keras.backend.backend() == "tensorflow":
+        return _roi_align_tf(features, boxes, batch_index, (out_h, out_w), spatial_scale, int(sampling_ratio),
+                             aligned)
+    return roi_align_ops(features, boxes, batch_index, (out_h, out_w), spatial_scale, sampling_ratio, aligned,
+                         max_adaptive_grid)
+
+
+def roi_align_ops(features, boxes, batch_index, output_size, spatial_scale=1.0, sampling_ratio=-1,
+                  aligned=False, max_adaptive_grid=8):
+    """:func:`roi_align` in keras.ops gathers (any backend; the adaptive grid)."""
+    features = ops.convert_to_tensor(features)
+    boxes = ops.convert_to_tensor(boxes, "float32")
+    out_h, out_w = _output_hw(output_size)
+    height, width, channels = ops.shape(features)[1], ops.shape(features)[2], features.shape[3]
     offset = 0.5 if aligned else 0.0
     roi = boxes * float(spatial_scale) - offset
     roi_w, roi_h = roi[:, 2] - roi[:, 0], roi[:, 3] - roi[:, 1]
@@ -97,6 +111,31 @@ def roi_align(features, boxes, batch_index, output_size, spatial_scale=1.0, samp
     return pooled
 
 
+def _roi_align_tf(features, boxes, batch_index, output_hw, spatial_scale, grid, aligned):
+    """:func:`roi_align` with a fixed grid through ``tf.image.crop_and_resize``: the bin samples form one regular
+    grid of ``out * grid`` points per axis, sampled from the features padded by one edge-replicated pixel per side
+    (so samples in [-1, 0] and [H - 1, H] take the edge, as torchvision clamps them, and samples beyond are the
+    extrapolation value 0), then averaged over ``grid x grid`` windows."""
+    import tensorflow as tf
+
+    out_h, out_w = output_hw
+    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    height = tf.cast(tf.shape(features)[1], tf.float32)
+    width = tf.cast(tf.shape(features)[2], tf.float32)
+    roi = boxes * float(spatial_scale) - (0.5 if aligned else 0.0)
+    roi_w, roi_h = roi[:, 2] - roi[:, 0], roi[:, 3] - roi[:, 1]
+    if not aligned:
+        roi_w, roi_h = tf.maximum(roi_w, 1.0), tf.maximum(roi_h, 1.0)
+    step_y, step_x = roi_h / (out_h * grid), roi_w / (out_w * grid)
+    y0, x0 = roi[:, 1] + 0.5 * step_y + 1.0, roi[:, 0] + 0.5 * step_x + 1.0  # +1: the padding
+    y1 = y0 + (out_h * grid - 1) * step_y
+    x1 = x0 + (out_w * grid - 1) * step_x
+    norm = tf.stack([y0 / (height + 1.0), x0 / (width + 1.0), y1 / (height + 1.0), x1 / (width + 1.0)], axis=1)
+    crops = tf.image.crop_and_resize(padded, norm, tf.cast(batch_index, tf.int32), (out_h * grid, out_w * grid),
+                                     extrapolation_value=0.0)
+    return tf.nn.avg_pool2d(crops, grid, grid, "VALID")
+
+
 def infer_scale(feature_size, image_size) -> float:
     """torchvision's ``MultiScaleRoIAlign._infer_scale``: ``2 ** round(log2(feature / image))``."""
     return 2.0 ** float(round(math.log2(float(feature_size) / float(image_size))))
@@ -111,17 +150,36 @@ def roi_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=4, eps=
     return ops.cast(target, "int32") - int(k_min)
 
 
-def multiscale_roi_align(features_list, boxes, batch_index, output_size, sampling_ratio, image_hw,
-                         canonical_scale=224, canonical_level=4):
-    """``[K, out_h, out_w, C]``: torchvision's MultiScaleRoIAlign over NHWC ``features_list`` (finest first)."""
-    scales = [infer_scale(f.shape[1], image_hw[0]) for f in features_list]
+def multiscale_roi_align(features_list, boxes, batch_index, output_size, sampling_ratio, image_hw=None,
+                         canonical_scale=224, canonical_level=4, scales=None):
+    """``[K, out_h, out_w, C]``: torchvision's MultiScaleRoIAlign over NHWC ``features_list`` (finest first).
+
+    ``scales`` (feature size / image size per level) are inferred from static shapes and ``image_hw`` as
+    torchvision does, unless given (a pyramid of unknown size: an FPN's are 1/4, 1/8, 1/16, 1/32)."""
+    if scales is None:
+        scales = [infer_scale(f.shape[1], image_hw[0]) for f in features_list]
     k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
     if len(features_list) == 1:
         return roi_align(features_list[0], boxes, batch_index, output_size, scales[0], sampling_ratio)
     levels = roi_levels(boxes, k_min, k_max, canonical_scale, canonical_level)
+    if sampling_ratio > 0 and keras.backend.backend() == "tensorflow":
+        return _multiscale_tf(features_list, boxes, batch_index, output_size, sampling_ratio, scales, levels)
     out = None
     for i, (feats, scale) in enumerate(zip(features_list, scales)):
         pooled = roi_align(feats, boxes, batch_index, output_size, scale, sampling_ratio)
         here = ops.cast(levels == i, pooled.dtype)[:, None, None, None]
         out = pooled * here if out is None else out + pooled * here
     return out
+
+
+def _multiscale_tf(features_list, boxes, batch_index, output_size, sampling_ratio, scales, levels):
+    """Each box pooled on its own level only (``tf.dynamic_partition`` / ``dynamic_stitch``)."""
+    import tensorflow as tf
+
+    n = len(features_list)
+    positions = tf.dynamic_partition(tf.range(tf.shape(boxes)[0]), levels, n)
+    part_boxes = tf.dynamic_partition(boxes, levels, n)
+    part_index = tf.dynamic_partition(tf.cast(batch_index, tf.int32), levels, n)
+    pooled = [roi_align(f, b, i, output_size, s, sampling_ratio)
+              for f, b, i, s in zip(features_list, part_boxes, part_index, scales)]
+    return tf.dynamic_stitch(positions, pooled)

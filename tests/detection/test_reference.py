@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kseg.detection.roi_align import roi_align
+from kseg.detection.roi_align import roi_align, roi_align_ops
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision"
 # the files make_detection_reference.py writes (maskrcnn_reference.npz comes from make_maskrcnn_reference.py)
@@ -47,9 +47,10 @@ def test_roi_align_inside_a_keras_model():
     feats = keras.Input((13, 17, 3), batch_size=2)
     boxes = keras.Input((4,), batch_size=40)
     batch = keras.Input((), batch_size=40, dtype="int32")
-    pooled = keras.layers.Lambda(lambda t: roi_align(t[0], t[1], t[2], 7, 0.5, 2, aligned=True),
-                                 output_shape=(7, 7, 3))([feats, boxes, batch])
-    model = keras.Model([feats, boxes, batch], pooled)
-    call = tf.function(model, jit_compile=True)  # graph mode, compiled, as fit and predict run a model
-    got = call([ref["features"], ref["boxes"], ref["batch"].astype(np.int32)]).numpy()
-    np.testing.assert_allclose(got, ref["r_0.5_2_1_7x7"], rtol=1e-5, atol=1e-5)
+    for op, jit in ((roi_align_ops, True), (roi_align, False)):  # TensorFlow's crop_and_resize has no XLA kernel
+        pooled = keras.layers.Lambda(lambda t, op=op: op(t[0], t[1], t[2], 7, 0.5, 2, aligned=True),
+                                     output_shape=(7, 7, 3))([feats, boxes, batch])
+        model = keras.Model([feats, boxes, batch], pooled)
+        call = tf.function(model, jit_compile=jit)  # graph mode, as fit and predict run a model
+        got = call([ref["features"], ref["boxes"], ref["batch"].astype(np.int32)]).numpy()
+        np.testing.assert_allclose(got, ref["r_0.5_2_1_7x7"], rtol=1e-5, atol=1e-5)

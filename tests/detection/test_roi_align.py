@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kseg.detection.roi_align import multiscale_roi_align, roi_align, roi_levels
+from kseg.detection.roi_align import multiscale_roi_align, roi_align, roi_align_ops, roi_levels
 
 REF = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "torchvision" / "roi_align.npz")
 KEYS = [k for k in REF.files if k.startswith("r_")]
@@ -95,6 +95,18 @@ def test_roi_align_runs_under_xla():
     fn = tf.function(lambda f, b, i: roi_align(f, b, i, (5, 3), 0.5, -1, aligned=True), jit_compile=True)
     got = fn(REF["features"], REF["boxes"], REF["batch"].astype(np.int32)).numpy()
     np.testing.assert_allclose(got, REF["r_0.5_-1_1_5x3"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("ratio", [1, 2, 3])
+def test_fixed_grid_paths_agree_at_unknown_sizes(ratio, aligned):
+    """crop_and_resize (the TensorFlow path for a fixed grid) = the keras.ops gathers, on a graph that does not
+    know the feature map's size; both equal torchvision where the reference has the case."""
+    sig = [tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None, 4)), tf.TensorSpec((None,), tf.int32)]
+    fast = tf.function(lambda f, b, i: roi_align(f, b, i, (7, 5), 0.5, ratio, aligned), input_signature=sig)
+    slow = tf.function(lambda f, b, i: roi_align_ops(f, b, i, (7, 5), 0.5, ratio, aligned), input_signature=sig)
+    args = (REF["features"], REF["boxes"], REF["batch"].astype(np.int32))
+    np.testing.assert_allclose(fast(*args).numpy(), slow(*args).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_roi_levels_by_hand():
