@@ -30,6 +30,7 @@ from kseg.detection.roi_align import multiscale_roi_align
 from kseg.detection.roi_heads import BoxHead, MaskHead
 
 NEG = -1e9
+LOSSES = ("rpn_objectness", "rpn_box", "classifier", "box", "mask")
 
 
 def level_anchors_graph(feature_h, feature_w, stride_h, stride_w, cell):
@@ -47,24 +48,33 @@ class MaskRCNN(keras.Model):
     """See the module's docstring. ``num_classes`` counts the background (torchvision's COCO model: 91)."""
 
     def __init__(self, num_classes: int = 91, backbone: str = "resnet50", backbone_weights=None,
-                 trainable_layers: int = 3, pre_nms_top_n: int = 1000, post_nms_top_n: int = 1000,
-                 rpn_nms: float = 0.7, score_threshold: float = 0.05, box_nms: float = 0.5, detections: int = 100,
+                 trainable_layers: int = 3, fpn_channels: int = 256, representation: int = 1024,
+                 pre_nms_top_n: int = 1000, post_nms_top_n: int = 1000, rpn_nms: float = 0.7,
+                 score_threshold: float = 0.05, box_nms: float = 0.5, detections: int = 100,
                  box_candidates: int = 4000, anchor_sizes=anchor_lib.MASKRCNN_SIZES,
-                 aspect_ratios=anchor_lib.MASKRCNN_ASPECT_RATIOS, **kwargs):
+                 aspect_ratios=anchor_lib.MASKRCNN_ASPECT_RATIOS, train_pre_nms_top_n: int = 2000,
+                 train_post_nms_top_n: int = 2000, rpn_batch: int = 256, roi_batch: int = 512,
+                 roi_positive_fraction: float = 0.25, max_mask_rois: int = 128, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.settings = dict(num_classes=num_classes, backbone=backbone, trainable_layers=trainable_layers,
+                             fpn_channels=fpn_channels, representation=representation,
                              pre_nms_top_n=pre_nms_top_n, post_nms_top_n=post_nms_top_n, rpn_nms=rpn_nms,
                              score_threshold=score_threshold, box_nms=box_nms, detections=detections,
                              box_candidates=box_candidates, anchor_sizes=[list(s) for s in anchor_sizes],
-                             aspect_ratios=list(aspect_ratios))
+                             aspect_ratios=list(aspect_ratios), train_pre_nms_top_n=train_pre_nms_top_n,
+                             train_post_nms_top_n=train_post_nms_top_n, rpn_batch=rpn_batch, roi_batch=roi_batch,
+                             roi_positive_fraction=roi_positive_fraction, max_mask_rois=max_mask_rois, seed=seed)
         self.num_classes = num_classes
-        self.pyramid = pyramid_model(backbone, weights=backbone_weights, trainable_layers=trainable_layers)
+        self.pyramid = pyramid_model(backbone, weights=backbone_weights, trainable_layers=trainable_layers,
+                                     channels=fpn_channels)
         self.cell_anchors = [anchor_lib.cell_anchors(s, aspect_ratios) for s in anchor_sizes]
-        self.rpn_head = RPNHead(len(self.cell_anchors[0]), name="rpn_head")
-        self.box_head = BoxHead(num_classes, name="box_head")
-        self.mask_head = MaskHead(num_classes, name="mask_head")
+        self.rpn_head = RPNHead(len(self.cell_anchors[0]), channels=fpn_channels, name="rpn_head")
+        self.box_head = BoxHead(num_classes, representation, name="box_head")
+        self.mask_head = MaskHead(num_classes, channels=fpn_channels, name="mask_head")
         self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSSES}
 
     def get_config(self):
         return {**super().get_config(), **self.settings}
@@ -72,10 +82,11 @@ class MaskRCNN(keras.Model):
     def build(self, input_shape=None):
         shape = input_shape["image"] if isinstance(input_shape, dict) else input_shape
         shape = tuple(shape) if shape is not None else (None, None, None, 3)
+        c = self.settings["fpn_channels"]
         self.pyramid.build(shape)
-        self.rpn_head.build((None, None, None, 256))
-        self.box_head.build((None, 7, 7, 256))
-        self.mask_head.build((None, 14, 14, 256))
+        self.rpn_head.build((None, None, None, c))
+        self.box_head.build((None, 7, 7, c))
+        self.mask_head.build((None, 14, 14, c))
         self.built = True
 
     # ------------------------------------------------------------------ the network's raw outputs
@@ -95,9 +106,8 @@ class MaskRCNN(keras.Model):
                 ops.concatenate(level_ids, 0))
 
     # ------------------------------------------------------------------ proposals (one image)
-    def _top_per_level(self, obj, level_ids):
-        """Indices of the ``pre_nms_top_n`` best anchors of each level, and whether each is real."""
-        k = self.settings["pre_nms_top_n"]
+    def _top_per_level(self, obj, level_ids, k):
+        """Indices of the ``k`` best anchors of each level, and whether each is real."""
         picks, valid = [], []
         for i in range(len(self.cell_anchors)):
             in_level = ops.equal(level_ids, i)
@@ -107,15 +117,16 @@ class MaskRCNN(keras.Model):
             valid.append(values > NEG / 2)
         return ops.concatenate(picks, 0), ops.concatenate(valid, 0)
 
-    def proposals(self, obj, deltas, anchors, level_ids, image_size):
+    def proposals(self, obj, deltas, anchors, level_ids, image_size, training=False):
         """torchvision's ``RegionProposalNetwork.filter_proposals`` for one image: ``(boxes [P, 4], valid [P])``."""
-        idx, valid = self._top_per_level(obj, level_ids)
+        pre, post = ("train_pre_nms_top_n", "train_post_nms_top_n") if training else ("pre_nms_top_n", "post_nms_top_n")
+        idx, valid = self._top_per_level(obj, level_ids, self.settings[pre])
         boxes = self.rpn_coder.decode(ops.take(deltas, idx, 0), ops.take(anchors, idx, 0))
         boxes = clip_boxes(boxes, image_size[0], image_size[1])
         scores = ops.sigmoid(ops.take(obj, idx, 0))
         valid = valid & small_box_mask(boxes, 1e-3) & (scores >= 0.0)
         keep, kept = batched_nms(boxes, scores, ops.take(level_ids, idx, 0), self.settings["rpn_nms"],
-                                 self.settings["post_nms_top_n"], valid)
+                                 self.settings[post], valid)
         return ops.take(boxes, keep, 0), kept
 
     # ------------------------------------------------------------------ detections (one image)
@@ -152,7 +163,29 @@ class MaskRCNN(keras.Model):
 
     def call(self, inputs, training=False):
         images, sizes = self.unpack(inputs)
-        return self.instances(images, self.pyramid(images), sizes)
+        levels = self.pyramid(images, training=training)
+        if training and isinstance(inputs, dict) and "boxes" in inputs:
+            return self.losses_for(images, levels, sizes, inputs)
+        return self.instances(images, levels, sizes)
+
+    def losses_for(self, images, levels, sizes, targets):
+        """torchvision's five training losses (RPN objectness and boxes, box head classes and boxes, masks) of
+        a batch with ``targets`` (``boxes`` [B, G, 4], ``classes`` [B, G] with 0 = padding, ``masks`` [B, G, H, W],
+        optional ``crowd`` [B, G]): a dict of scalars whose sum :meth:`compute_loss` minimises."""
+        from kseg.detection.training import maskrcnn_losses
+
+        return maskrcnn_losses(self, images, levels, sizes, targets)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The sum of the loss dict :meth:`call` returns in training (plus any regularisation losses)."""
+        if not isinstance(y_pred, dict) or "boxes" in y_pred:
+            return ops.convert_to_tensor(0.0)  # detections, not losses: Keras's evaluate has nothing to score
+        total = ops.convert_to_tensor(0.0)
+        for name, value in y_pred.items():
+            total = total + value
+            if name in self.loss_trackers:
+                self.loss_trackers[name].update_state(value)
+        return total + (ops.sum(self.losses) if self.losses else 0.0)
 
     def instances(self, images, levels, sizes):
         """The detections dict from the pyramid ``levels`` of ``images`` (valid ``sizes`` [B, 2])."""

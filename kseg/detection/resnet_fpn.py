@@ -120,12 +120,17 @@ class RPNHead(keras.layers.Layer):
 
 
 def pyramid_model(backbone: str = "resnet50", input_shape=(None, None, 3), weights=None,
-                  trainable_layers: int = 3, name: str = "pyramid") -> keras.Model:
-    """image -> ``[P2, P3, P4, P5, P6]``; for ``resnet50``, torchvision's ``trainable_backbone_layers``:
-    only the last ``trainable_layers`` of (layer4, layer3, layer2, layer1, conv1) train."""
+                  trainable_layers: int = 3, channels: int = FPN_CHANNELS, name: str = "pyramid") -> keras.Model:
+    """image -> ``[P2, P3, P4, P5, P6]``. Batch normalisation is frozen in every backbone (its ImageNet
+    statistics; detection batches are small), as torchvision's and Detectron2's detectors do. For ``resnet50``,
+    torchvision's ``trainable_backbone_layers``: only the last ``trainable_layers`` of (layer4, layer3, layer2,
+    layer1, conv1) train."""
     inputs = keras.Input(input_shape, name="image")
-    outs = feature_pyramid(backbone_levels(backbone, inputs, weights))
+    outs = feature_pyramid(backbone_levels(backbone, inputs, weights), channels)
     model = keras.Model(inputs, outs, name=name)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
     if backbone == "resnet50":
         trainable = ("layer4", "layer3", "layer2", "layer1", "conv1")[:trainable_layers]
         for layer in model.layers:

@@ -1,0 +1,141 @@
+"""Mask R-CNN on kseg's synthetic shapes: from an ImageNet backbone to mask AP within a time budget. JSON out.
+
+    python bench/instance.py --minutes 60 --out runs/bench-instance
+
+Generates the shapes dataset (``kseg shapes``: 5 thing classes on textured stuff, overlapping instances),
+trains ``MaskRCNN`` (MobileNetV2 ImageNet backbone by default; batch norm frozen) with ``fit`` until the
+budget is spent, scoring COCO box and mask AP (pycocotools) on the validation split every
+``--eval-every`` minutes (that time counts in the budget). Prints one JSON line: the settings, the
+machine, the AP after each evaluation with the seconds spent so far, and whether mask AP reached
+``--target`` and when. The ImageNet weights come from ``$KERAS_HOME/models``; offline, the script links
+``../shared/weights`` there as bench/accuracy.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import _keras_home, _machine  # noqa: E402
+
+MODEL = dict(fpn_channels=128, representation=256, train_pre_nms_top_n=1000, train_post_nms_top_n=500,
+             pre_nms_top_n=500, post_nms_top_n=300, roi_batch=128, max_mask_rois=16, detections=50,
+             anchor_sizes=((16,), (32,), (64,), (128,), (256,)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=60.0, help="the whole budget: training and evaluations")
+    p.add_argument("--eval-every", type=float, default=10.0, help="minutes between validation scores")
+    p.add_argument("--target", type=float, default=0.7, help="the mask AP to reach")
+    p.add_argument("--train", type=int, default=400, help="training images generated")
+    p.add_argument("--val", type=int, default=100, help="validation images generated")
+    p.add_argument("--size", type=int, default=256, help="image size (square)")
+    p.add_argument("--batch", type=int, default=4, help="images per step")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    p.add_argument("--backbone", default="mobilenetv2", help="kseg backbone under the FPN")
+    p.add_argument("--weights", default="imagenet", help="backbone weights ('imagenet' or none)")
+    p.add_argument("--max-instances", type=int, default=12, help="instances kept per image")
+    p.add_argument("--out", default="runs/bench-instance", help="folder for the data, the model and the JSON")
+    p.add_argument("--seed", type=int, default=0, help="data and sampling seed")
+    return p.parse_args(argv)
+
+
+def evaluate(model, val_dir: Path, size: int) -> dict:
+    """COCO box and mask AP of ``model`` on the split at ``val_dir``."""
+    import numpy as np
+
+    from kseg.data.instances import read_instances
+    from kseg.detection.coco_eval import coco_evaluate
+    from kseg.detection.predictor import InstancePredictor
+    from kseg.inference import read_image
+
+    record = read_instances(val_dir / "instances.json")
+    predictor = InstancePredictor(model, record.class_names, min_size=size, max_size=size)
+    preds = {}
+    for image in record.images:
+        got = predictor.predict(read_image(image["path"]))
+        preds[image["id"]] = {"boxes": got.boxes, "scores": got.scores, "classes": got.classes,
+                              "masks": got.masks >= 0.5}
+    res = coco_evaluate(preds, str(val_dir / "instances.json"), category_ids=record.category_ids)
+    return {"segm": res["segm"]["AP"], "bbox": res["bbox"]["AP"], "segm_AP50": res["segm"]["AP50"],
+            "segm_per_class": res["segm"]["per_class"], "images": len(preds),
+            "mean_detections": round(float(np.mean([len(p["scores"]) for p in preds.values()])), 1)}
+
+
+class Budget:
+    """Stops training when the budget is spent; evaluates every ``every`` seconds (that time counts too)."""
+
+    def __init__(self, model, val_dir, size, seconds, every, target, log):
+        import keras
+
+        self.start, self.seconds, self.every, self.target, self.log = time.time(), seconds, every, target, log
+        self.next_eval, self.rows, self.reached = every, [], None
+        outer = self
+
+        class Stop(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                spent = time.time() - outer.start
+                if spent >= outer.next_eval or spent >= outer.seconds:
+                    outer.score(model, val_dir, size, logs)
+                    outer.next_eval = (time.time() - outer.start) + outer.every
+                if time.time() - outer.start >= outer.seconds or outer.reached is not None:
+                    self.model.stop_training = True
+
+        self.callback = Stop()
+
+    def score(self, model, val_dir, size, logs):
+        row = {"seconds": round(time.time() - self.start, 1), "loss": {k: round(float(v), 4) for k, v in
+                                                                         (logs or {}).items()}}
+        row.update(evaluate(model, val_dir, size))
+        row["seconds_after_eval"] = round(time.time() - self.start, 1)
+        self.rows.append(row)
+        print(json.dumps({"eval": row}), file=self.log, flush=True)
+        if row["segm"] is not None and row["segm"] >= self.target and self.reached is None:
+            self.reached = row["seconds"]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.update(_keras_home(dict(os.environ)))
+    import keras
+
+    from kseg.data.instances import instance_dataset, read_instances
+    from kseg.data.shapes import generate_shapes
+    from kseg.detection.maskrcnn import MaskRCNN
+    from kseg.detection.training import instance_inputs
+
+    out = Path(args.out)
+    data = out / "shapes"
+    if not (data / "train" / "instances.json").exists():
+        generate_shapes(data, images=args.train, val=args.val, size=args.size, seed=args.seed)
+    record = read_instances(data / "train" / "instances.json")
+    ds = instance_dataset(record, size=(args.size, args.size), max_instances=args.max_instances,
+                          batch_size=args.batch, augment=True, seed=args.seed, shuffle=True, drop_remainder=True)
+    ds = ds.map(instance_inputs).repeat()
+    weights = None if args.weights == "none" else args.weights
+    model = MaskRCNN(num_classes=len(record.class_names), backbone=args.backbone, backbone_weights=weights,
+                     seed=args.seed, **MODEL)
+    model.build((None, args.size, args.size, 3))
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=False)
+    budget = Budget(model, data / "val", args.size, args.minutes * 60, args.eval_every * 60, args.target, sys.stderr)
+    steps = max(1, len(record) // args.batch)
+    model.fit(ds, epochs=10_000, steps_per_epoch=steps, callbacks=[budget.callback], verbose=2, shuffle=False)
+    if not budget.rows or budget.rows[-1]["seconds"] < time.time() - budget.start - 5:
+        budget.score(model, data / "val", args.size, None)
+    model.save(out / "maskrcnn.keras")
+    final = budget.rows[-1]
+    print(json.dumps({"bench": "instance", "model": "maskrcnn", "backbone": args.backbone, "weights": args.weights,
+                      "settings": {**vars(args), **{k: v for k, v in MODEL.items() if k != "anchor_sizes"}},
+                      "machine": _machine(), "evals": budget.rows, "mask_ap": final["segm"],
+                      "box_ap": final["bbox"], "target": args.target, "target_reached_seconds": budget.reached,
+                      "met": budget.reached is not None}))
+
+
+if __name__ == "__main__":
+    main()
