@@ -177,7 +177,8 @@ class MaskRCNN(keras.Model):
         return maskrcnn_losses(self, images, levels, sizes, targets)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The sum of the loss dict :meth:`call` returns in training (plus any regularisation losses)."""
+        """The sum of the loss dict :meth:`call` returns in training (plus any regularisation losses), divided
+        by the replicas in sync under a ``tf.distribute`` strategy (Keras sums the replicas' gradients)."""
         if not isinstance(y_pred, dict) or "boxes" in y_pred:
             return ops.convert_to_tensor(0.0)  # detections, not losses: Keras's evaluate has nothing to score
         total = ops.convert_to_tensor(0.0)
@@ -185,7 +186,8 @@ class MaskRCNN(keras.Model):
             total = total + value
             if name in self.loss_trackers:
                 self.loss_trackers[name].update_state(value)
-        return total + (ops.sum(self.losses) if self.losses else 0.0)
+        total = total + (ops.sum(self.losses) if self.losses else 0.0)
+        return total / _replicas()
 
     def instances(self, images, levels, sizes):
         """The detections dict from the pyramid ``levels`` of ``images`` (valid ``sizes`` [B, 2])."""
@@ -214,6 +216,14 @@ class MaskRCNN(keras.Model):
         masks = ops.sigmoid(ops.sum(mask_logits * onehot[:, None, None, :], axis=-1))
         masks = ops.reshape(masks, (b, d, ops.shape(masks)[1], ops.shape(masks)[2]))
         return {"boxes": boxes, "scores": scores, "classes": classes, "masks": masks, "valid": valid}
+
+
+def _replicas() -> float:
+    if keras.backend.backend() != "tensorflow":
+        return 1.0
+    import tensorflow as tf
+
+    return float(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 def maskrcnn(num_classes: int = 91, backbone: str = "resnet50", input_shape=(None, None, 3), weights=None,

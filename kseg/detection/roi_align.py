@@ -146,7 +146,7 @@ def roi_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=4, eps=
     boxes = ops.convert_to_tensor(boxes, "float32")
     s = ops.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     target = ops.floor(canonical_level + ops.log2(s / canonical_scale) + eps)
-    target = ops.clip(target, float(k_min), float(k_max))
+    target = ops.clip(ops.where(ops.isnan(target), float(k_min), target), float(k_min), float(k_max))
     return ops.cast(target, "int32") - int(k_min)
 
 

@@ -32,7 +32,7 @@ def rpn_targets(anchors, gt_boxes, gt_valid, gt_crowd, coder, seed_generator, ba
     labels = _labels(matched, 1)
     pos, neg = sample_balanced(labels, batch_size, positive_fraction, seed_generator)
     targets = coder.encode(ops.take(gt_boxes, ops.maximum(matched, 0), axis=0), anchors)
-    return labels, targets, pos, neg
+    return labels, _finite_where(labels > 0, targets), pos, neg
 
 
 def roi_targets(proposals, proposal_valid, gt_boxes, gt_classes, gt_crowd, coder, seed_generator,
@@ -57,4 +57,10 @@ def roi_targets(proposals, proposal_valid, gt_boxes, gt_classes, gt_crowd, coder
     gt_index = ops.take(ops.maximum(matched, 0), idx)
     labels = ops.where(sampled, ops.take(labels, idx), 0)
     targets = coder.encode(ops.take(gt_boxes, gt_index, axis=0), rois)
-    return rois, labels, targets, sampled, gt_index
+    return rois, labels, _finite_where(labels > 0, targets), sampled, gt_index
+
+
+def _finite_where(positive, targets):
+    """Regression targets of positives; 0 elsewhere (a padded or empty box encodes to inf there, and inf x 0 in a
+    masked loss would be NaN)."""
+    return ops.where(positive[:, None], targets, 0.0)

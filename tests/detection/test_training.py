@@ -95,3 +95,60 @@ def test_a_few_steps_lower_the_loss_and_the_model_saves(model, tmp_path):
     a, b = model(data["image"]), loaded(data["image"])
     for key in ("boxes", "scores", "classes", "valid"):
         np.testing.assert_allclose(np.asarray(a[key], np.float32), np.asarray(b[key], np.float32), atol=1e-5)
+
+
+# One training step of the same batch (four equal images) on one device and under MirroredStrategy on two
+# logical CPUs; every candidate is sampled so both draw the same targets. Prints one JSON line.
+MIRRORED = r"""
+import json, sys
+from kseg import distribute
+devices = distribute.logical_cpus(2)
+import keras, numpy as np, tensorflow as tf
+sys.path.insert(0, "tests/detection")
+from test_training import batch, SMALL
+from kseg.detection.maskrcnn import MaskRCNN
+
+settings = {**SMALL, "rpn_batch": 2048, "roi_batch": 256, "max_mask_rois": 64}  # every candidate sampled
+
+def run(strategy):
+    keras.utils.set_random_seed(0)
+    b = batch(4)
+    b["image"][:] = b["image"][:1]  # four equal images: each replica's mean is the whole batch's
+    data = tf.data.Dataset.from_tensor_slices(b).batch(4)
+    if strategy is not None:
+        data = distribute.shard_by_data(data)
+    with distribute.scope(strategy):
+        m = MaskRCNN(num_classes=3, **settings)
+        m.build((None, 64, 64, 3))
+        m.compile(keras.optimizers.SGD(0.01), jit_compile=False)
+        distribute.build_for_fit(m, strategy, data)
+    before = [np.array(v) for v in m.trainable_variables]
+    logs = m.fit(data, epochs=1, verbose=0, shuffle=False).history
+    return {k: v[0] for k, v in logs.items()}, before, [np.array(v) for v in m.trainable_variables]
+
+one, w0, w_one = run(None)
+two, _, w_two = run(distribute.get_strategy("mirrored", devices=devices))
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(w_one, w_two))
+moved = max(float(np.max(np.abs(a - b))) for a, b in zip(w_one, w0))
+print("RESULT " + json.dumps({"one": one, "two": two, "weight_diff": diff, "moved": moved}))
+"""
+
+
+def test_a_training_step_under_mirrored_strategy_gives_one_devices_losses():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_CONFIG", None)
+    res = subprocess.run([sys.executable, "-c", MIRRORED], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, res.stderr[-2000:]
+    got = json.loads(line[len("RESULT "):])
+    for name in (*LOSSES, "loss"):
+        assert abs(got["one"][name] - got["two"][name]) <= 1e-3 * max(1.0, abs(got["one"][name])), name
+    assert got["moved"] > 0.1 and got["weight_diff"] < 0.1 * got["moved"]
