@@ -126,3 +126,21 @@ def test_builder_and_config_errors():
         PanopticFPN(num_things=5, num_classes=91)
     with pytest.raises(KsegError, match="panoptic_fpn weights must be None, 'imagenet' or a .weights.h5 file"):
         panoptic_fpn(2, 1, weights="model.pth", **SMALL)
+
+
+def test_semantic_head_and_loss_equal_detectron2s():
+    """Against tests/fixtures/detectron2/semseg_reference.npz: a transcription of Detectron2's SemSegFPNHead in
+    torch (make_semseg_reference.py) with small sizes, its seeded weights loaded into kseg's head."""
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parents[1] / "fixtures" / "detectron2" / "semseg_reference.npz")
+    head = SemanticHead(4, channels=16, groups=4)
+    head.build([(None, None, None, 8)] * 4)
+    names = [f"p{i + 2}/{2 * k}" for i, depth in enumerate(head.depths) for k in range(depth)]
+    for conv, norm, name in zip(head.convs, head.norms, names):
+        conv.set_weights([ref[f"{name}/0/weight"].transpose(2, 3, 1, 0)])
+        norm.set_weights([ref[f"{name}/1/weight"], ref[f"{name}/1/bias"]])
+    head.predictor.set_weights([ref["predictor/weight"].transpose(2, 3, 1, 0), ref["predictor/bias"]])
+    logits = head([ref[f"feat{i}"] for i in range(4)])
+    np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=2e-5)
+    assert float(semantic_loss(logits, ref["labels"])) == pytest.approx(float(ref["loss"]), rel=1e-5)
