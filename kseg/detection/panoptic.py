@@ -25,6 +25,7 @@ least ``id`` and ``category_id`` (and ``iscrowd`` for ground truth), as in COCO'
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import zip_longest
 
 import numpy as np
 
@@ -191,8 +192,8 @@ def panoptic_quality(pred, gt, categories) -> dict:
     """PQ, SQ and RQ of predictions against ground truth, as panopticapi's ``pq_compute``.
 
     Args:
-        pred: one ``(id_map, segments_info)`` pair per image; ``id_map`` is ``HxW`` ids or a panoptic
-            PNG's ``HxWx3`` RGB.
+        pred: one ``(id_map, segments_info)`` pair per image (any iterable; a generator keeps one image in
+            memory at a time); ``id_map`` is ``HxW`` ids or a panoptic PNG's ``HxWx3`` RGB.
         gt: the ground truth's pairs, in the same order (segments may carry ``iscrowd``; void = 0).
         categories: COCO panoptic categories (a list of ``{"id", "isthing", ...}`` or a dict id -> one).
 
@@ -200,12 +201,14 @@ def panoptic_quality(pred, gt, categories) -> dict:
     id: {"pq", "sq", "rq"}}}`` with values in 0..1.
     """
     cats = _categories(categories)
-    pred, gt = list(pred), list(gt)
-    if len(pred) != len(gt):
-        raise KsegError(f"panoptic_quality: {len(pred)} predictions for {len(gt)} ground-truth images")
     stats = defaultdict(lambda: [0, 0, 0, 0.0])  # category -> [tp, fp, fn, sum of matched IoUs]
-    for i, (p, g) in enumerate(zip(pred, gt)):
-        _image_stats(stats, p, g, cats, f"panoptic image {i}")
+    n_pred = n_gt = 0
+    for i, (p, g) in enumerate(zip_longest(pred, gt)):  # lazily: one image's maps in memory at a time
+        n_pred, n_gt = n_pred + (p is not None), n_gt + (g is not None)
+        if p is not None and g is not None:
+            _image_stats(stats, p, g, cats, f"panoptic image {i}")
+    if n_pred != n_gt:
+        raise KsegError(f"panoptic_quality: {n_pred} predictions for {n_gt} ground-truth images")
     results = {}
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
         results[name], per_class = _average(stats, cats, isthing)
