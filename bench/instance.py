@@ -1,13 +1,16 @@
-"""Mask R-CNN on kseg's synthetic shapes: from an ImageNet backbone to mask AP within a time budget. JSON out.
+"""Mask R-CNN and Panoptic FPN on kseg's synthetic shapes: from an ImageNet backbone to mask AP / PQ within a
+time budget. JSON out.
 
     python bench/instance.py --minutes 60 --out runs/bench-instance
+    python bench/instance.py --model panoptic_fpn --target 0.6 --minutes 60 --out runs/bench-panoptic
 
-Generates the shapes dataset (``kseg shapes``: 5 thing classes on textured stuff, overlapping instances),
-trains ``MaskRCNN`` (MobileNetV2 ImageNet backbone by default; batch norm frozen) with ``fit`` until the
-budget is spent, scoring COCO box and mask AP (pycocotools) on the validation split every
-``--eval-every`` minutes (that time counts in the budget). Prints one JSON line: the settings, the
-machine, the AP after each evaluation with the seconds spent so far, and whether mask AP reached
-``--target`` and when. The ImageNet weights come from ``$KERAS_HOME/models``; offline, the script links
+Generates the shapes dataset (``kseg shapes``: 5 thing classes on 3 textured stuff classes, overlapping
+instances), trains ``MaskRCNN`` or ``PanopticFPN`` (MobileNetV2 ImageNet backbone by default; batch norm
+frozen) with ``fit`` until the budget is spent, scoring the validation split every ``--eval-every``
+minutes (that time counts in the budget): COCO box and mask AP (pycocotools) for Mask R-CNN; PQ, SQ, RQ
+(panopticapi's definition) and the instance APs for Panoptic FPN. Prints one JSON line: the settings,
+the machine, the scores after each evaluation with the seconds spent so far, and whether the score
+(mask AP, or PQ) reached ``--target`` and when. The ImageNet weights come from ``$KERAS_HOME/models``; offline, the script links
 ``../shared/weights`` there as bench/accuracy.py does.
 """
 
@@ -30,6 +33,9 @@ MODEL = dict(fpn_channels=128, representation=256, train_pre_nms_top_n=1000, tra
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=("maskrcnn", "panoptic_fpn"), default="maskrcnn", help="what to train")
+    p.add_argument("--stuff-area", type=int, default=256,
+                   help="Panoptic FPN: smallest stuff region kept by the merge, pixels")
     p.add_argument("--minutes", type=float, default=60.0, help="the whole budget: training and evaluations")
     p.add_argument("--eval-every", type=float, default=10.0, help="minutes between validation scores")
     p.add_argument("--target", type=float, default=0.7, help="the mask AP to reach")
@@ -44,6 +50,21 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/bench-instance", help="folder for the data, the model and the JSON")
     p.add_argument("--seed", type=int, default=0, help="data and sampling seed")
     return p.parse_args(argv)
+
+
+def evaluate_panoptic_split(model, val_dir: Path, size: int, stuff_area: int) -> dict:
+    """PQ / SQ / RQ (All, Things, Stuff) of a Panoptic FPN on the split at ``val_dir``, and its instance APs."""
+    from kseg.detection.panoptic_eval import evaluate_panoptic, read_panoptic_json
+    from kseg.detection.panoptic_predict import PanopticPredictor
+
+    js = val_dir / "panoptic.json"
+    predictor = PanopticPredictor.from_categories(model, read_panoptic_json(js)["categories"], min_size=size,
+                                                  max_size=size, stuff_area_threshold=stuff_area)
+    res = evaluate_panoptic(predictor, js)
+    row = {f"{group}_{k}": round(float(res[group][k]), 4) for group in ("All", "Things", "Stuff")
+           for k in ("pq", "sq", "rq") if res[group][k] is not None}
+    row["pq"] = row.get("All_pq")
+    return row | {"instances": evaluate(model, val_dir, size)}
 
 
 def evaluate(model, val_dir: Path, size: int) -> dict:
@@ -71,11 +92,12 @@ def evaluate(model, val_dir: Path, size: int) -> dict:
 class Budget:
     """Stops training when the budget is spent; evaluates every ``every`` seconds (that time counts too)."""
 
-    def __init__(self, model, val_dir, size, seconds, every, target, log):
+    def __init__(self, model, val_dir, size, seconds, every, target, log, scorer=None, key="segm"):
         import keras
 
         self.start, self.seconds, self.every, self.target, self.log = time.time(), seconds, every, target, log
         self.next_eval, self.rows, self.reached = every, [], None
+        self.scorer, self.key = scorer or evaluate, key
         outer = self
 
         class Stop(keras.callbacks.Callback):
@@ -92,11 +114,11 @@ class Budget:
     def score(self, model, val_dir, size, logs):
         row = {"seconds": round(time.time() - self.start, 1), "loss": {k: round(float(v), 4) for k, v in
                                                                          (logs or {}).items()}}
-        row.update(evaluate(model, val_dir, size))
+        row.update(self.scorer(model, val_dir, size))
         row["seconds_after_eval"] = round(time.time() - self.start, 1)
         self.rows.append(row)
         print(json.dumps({"eval": row}), file=self.log, flush=True)
-        if row["segm"] is not None and row["segm"] >= self.target and self.reached is None:
+        if row.get(self.key) is not None and row[self.key] >= self.target and self.reached is None:
             self.reached = row["seconds"]
 
 
@@ -115,25 +137,38 @@ def main(argv=None):
     if not (data / "train" / "instances.json").exists():
         generate_shapes(data, images=args.train, val=args.val, size=args.size, seed=args.seed)
     record = read_instances(data / "train" / "instances.json")
-    ds = instance_dataset(record, size=(args.size, args.size), max_instances=args.max_instances,
-                          batch_size=args.batch, augment=True, seed=args.seed, shuffle=True, drop_remainder=True)
-    ds = ds.map(instance_inputs).repeat()
+    common = dict(size=(args.size, args.size), max_instances=args.max_instances, batch_size=args.batch, augment=True,
+                  seed=args.seed, shuffle=True, drop_remainder=True)
     weights = None if args.weights == "none" else args.weights
-    model = MaskRCNN(num_classes=len(record.class_names), backbone=args.backbone, backbone_weights=weights,
-                     seed=args.seed, **MODEL)
+    settings = dict(backbone=args.backbone, backbone_weights=weights, seed=args.seed, **MODEL)
+    if args.model == "panoptic_fpn":
+        from kseg.data.panoptic_data import panoptic_dataset
+        from kseg.detection.panoptic_fpn import PanopticFPN
+
+        stuff = sorted(c["id"] for c in json.loads((data / "train" / "panoptic.json").read_text())["categories"]
+                       if not c["isthing"])
+        ds = panoptic_dataset(record, data / "train" / "semantic", stuff, **common)
+        model = PanopticFPN(num_things=len(record.class_names) - 1, num_stuff=len(stuff), **settings)
+        scorer, key = (lambda m, d, s: evaluate_panoptic_split(m, d, s, args.stuff_area)), "pq"
+    else:
+        ds = instance_dataset(record, **common)
+        model = MaskRCNN(num_classes=len(record.class_names), **settings)
+        scorer, key = evaluate, "segm"
+    ds = ds.map(instance_inputs).repeat()
     model.build((None, args.size, args.size, 3))
     model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=False)
-    budget = Budget(model, data / "val", args.size, args.minutes * 60, args.eval_every * 60, args.target, sys.stderr)
+    budget = Budget(model, data / "val", args.size, args.minutes * 60, args.eval_every * 60, args.target, sys.stderr,
+                    scorer, key)
     steps = max(1, len(record) // args.batch)
     model.fit(ds, epochs=10_000, steps_per_epoch=steps, callbacks=[budget.callback], verbose=2, shuffle=False)
     if not budget.rows or budget.rows[-1]["seconds"] < time.time() - budget.start - 5:
         budget.score(model, data / "val", args.size, None)
-    model.save(out / "maskrcnn.keras")
+    model.save(out / f"{args.model}.keras")
     final = budget.rows[-1]
-    print(json.dumps({"bench": "instance", "model": "maskrcnn", "backbone": args.backbone, "weights": args.weights,
+    print(json.dumps({"bench": "instance", "model": args.model, "backbone": args.backbone, "weights": args.weights,
                       "settings": {**vars(args), **{k: v for k, v in MODEL.items() if k != "anchor_sizes"}},
-                      "machine": _machine(), "evals": budget.rows, "mask_ap": final["segm"],
-                      "box_ap": final["bbox"], "target": args.target, "target_reached_seconds": budget.reached,
+                      "machine": _machine(), "evals": budget.rows, "score": key,
+                      "final": final.get(key), "target": args.target, "target_reached_seconds": budget.reached,
                       "met": budget.reached is not None}))
 
 

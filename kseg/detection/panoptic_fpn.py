@@ -31,7 +31,6 @@ import numpy as np
 from keras import layers, ops
 
 from kseg.detection.maskrcnn import MaskRCNN
-from kseg.detection.resnet_fpn import FPN_CHANNELS
 from kseg.errors import KsegError
 
 THINGS = 0  # the semantic head's class for every thing
@@ -143,6 +142,7 @@ class PanopticFPN(MaskRCNN):
             raise KsegError(f"PanopticFPN: num_classes ({num_classes}) must be num_things + 1 ({num_things + 1})")
         super().__init__(num_classes=num_classes, **kwargs)
         self.num_things, self.num_stuff, self.semantic_weight = num_things, num_stuff, semantic_weight
+        self.loss_trackers["semantic"] = keras.metrics.Mean(name="semantic")
         self.semantic_head = SemanticHead(num_stuff + 1, name="semantic_head")
 
     def get_config(self):
@@ -153,7 +153,7 @@ class PanopticFPN(MaskRCNN):
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        self.semantic_head.build([(None, None, None, FPN_CHANNELS)] * 4)
+        self.semantic_head.build([(None, None, None, self.settings["fpn_channels"])] * 4)
 
     def semantic_logits(self, levels):
         """The semantic head's logits [B, H, W, num_stuff + 1] from the pyramid ``levels`` (P2.. first)."""
@@ -161,7 +161,7 @@ class PanopticFPN(MaskRCNN):
 
     def call(self, inputs, training=False):
         images, sizes = self.unpack(inputs)
-        levels = self.pyramid(images)
+        levels = self.pyramid(images, training=training)
         logits = self.semantic_logits(levels)
         if training and isinstance(inputs, dict) and "boxes" in inputs:
             if "semantic" not in inputs:
