@@ -95,7 +95,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     """The model and its encoder."""
     p.add_argument("--arch", "--model", dest="model", default=DEFAULTS["model"], metavar="ARCH",
                    help="the architecture (see kseg.models.list_models()); --model is its older name (in the other "
-                        "commands --model is a trained model's file)")
+                        "commands --model is a trained model's file); maskrcnn and panoptic_fpn train on COCO "
+                        "instance data instead ('kseg train --arch maskrcnn --help')")
     p.add_argument("--backbone", default=DEFAULTS["backbone"],
                    help="encoder (see kseg.models.list_backbones()); default: the architecture's own (resnet34; "
                         "segnet vgg16, segformer mit_b0, hrnet hrnet_w18_small_v2)")
@@ -254,6 +255,13 @@ def __getattr__(name):
 
 @cli_entry
 def main(argv=None):
+    from kseg.detection.train_command import wants_instances
+
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_instances(argv):  # --arch maskrcnn | panoptic_fpn: kseg.detection.fit
+        from kseg.detection.train_command import main as instance_main
+
+        return instance_main(argv)
     from kseg.training import fit
 
     fit(parse_config(argv))
