@@ -50,8 +50,9 @@ def image_f1(classes, masks, gt_classes, gt_masks, crowd) -> dict:
     """F1 at mask IoU 0.5 of one image's detections (``classes`` [P], bool ``masks`` [P, H, W], best first)
     against its ground truth (see the module's docstring): ``{"f1", "tp", "fp", "fn"}``."""
     p, g = len(classes), len(gt_classes)
-    pm = masks.reshape(p, -1).astype(np.float32)
-    gm = gt_masks.reshape(g, -1).astype(np.float32)
+    pixels = int(np.prod(gt_masks.shape[1:]))
+    pm = masks.reshape(p, pixels).astype(np.float32)
+    gm = gt_masks.reshape(g, pixels).astype(np.float32)
     inter = pm @ gm.T
     union = pm.sum(1)[:, None] + gm.sum(1)[None] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
