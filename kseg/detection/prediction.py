@@ -26,7 +26,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 
 from kseg.errors import KsegError, write_text_atomic
 
