@@ -26,7 +26,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-
 from kseg.errors import KsegError, write_text_atomic
 
 INSTANCE_MODELS = ("MaskRCNN",)  # the kseg classes a .keras file may hold to be an instance model
