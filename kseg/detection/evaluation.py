@@ -245,7 +245,7 @@ def evaluate_instances_command(args) -> dict | None:
     from kseg.detection.presets import is_preset
 
     instance = is_instance_model(args.model)
-    if not instance and not args.coco:
+    if not instance and not getattr(args, "coco", None):  # (a Namespace made by hand may lack it)
         return None
     if not instance:
         raise KsegError(f"{args.model}: --coco scores instance models (Mask R-CNN, maskrcnn-coco); this is not one")
