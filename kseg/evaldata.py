@@ -211,3 +211,15 @@ def per_scale_scores(minfo: dict, ds, idx, num_classes: int, size, batch_size: i
         out[f"{s:g}"] = {"pixel_accuracy": sc["pixel_accuracy"], "miou": sc["miou"]}
     print("kseg: each scale alone: " + ", ".join(f"{k} mIoU {v['miou']:.4f}" for k, v in out.items()), flush=True)
     return {"per_scale": out}
+
+
+def folder_names(args, binary: bool, model_path) -> list[str] | None:
+    """The class names given for folder data (None: the data's); a binary model takes two."""
+    from kseg.training.config import parse_classes  # the same names (or file) as kseg.train takes
+
+    names = parse_classes(args.classes) if isinstance(args.classes, str) else (list(args.classes) if args.classes
+                                                                                 else None)
+    if binary and names is not None and len(names) != 2:
+        raise KsegError(f"{model_path}: a binary model has two classes (background, foreground) but "
+                        f"{len(names)} class names were given: {', '.join(names)}")
+    return names

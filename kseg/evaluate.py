@@ -26,7 +26,9 @@ One confusion matrix over the whole evaluation set gives every score (see
 - ``worst.png``             the images with the lowest mIoU (binary: foreground IoU): image, truth, prediction
 
 and the terminal a per-class table. ``--model`` is a ``.keras`` file or a
-SavedModel folder (its ``serving_default`` signature).
+SavedModel folder (its ``serving_default`` signature). An instance model (``maskrcnn-coco``, a Mask R-CNN's
+``.keras`` or export) is scored with ``--coco instances.json`` instead: COCO box and mask AP
+(:mod:`kseg.detection.evaluation`).
 
 ``--native`` scores at each photo's own resolution, ``--scales`` and ``--flip`` add
 test-time augmentation there, and ``--output-stride 8`` runs a DeepLabV3+ trained at
@@ -46,7 +48,7 @@ from pathlib import Path
 from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
 # the library this command runs; every name stays importable from kseg.evaluate
-from kseg.evaldata import NO_IGNORE, ignore_index_option, pick as _pick  # noqa: F401
+from kseg.evaldata import NO_IGNORE, folder_names as _folder_names, ignore_index_option, pick as _pick  # noqa: F401
 from kseg.evaluation import (PER_CLASS, SCALARS, _nan, change, clean, evaluate, evaluate_native,  # noqa: F401
                              image_scores, native_batches, native_predict, postprocess_options, to_labels)
 from kseg.inference import _output_key, _saved_model_predictor, load_predictor  # noqa: F401
@@ -57,7 +59,12 @@ _clean = clean  # its name before kseg.evaluation
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = command_parser("kseg.evaluate", __doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="a .keras file or a SavedModel folder")
+    p.add_argument("--model", required=True, help="a .keras file or a SavedModel folder (instance models: also "
+                                                  "maskrcnn-coco)")
+    p.add_argument("--coco", default=None, help="instance models: the COCO instances JSON to score on (default: none)")
+    p.add_argument("--images", default=None, help="--coco: its images folder (default: images/ beside the JSON)")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="--coco: detections drawn and counted in the per-image F1 (default 0.5; AP uses all)")
     p.add_argument("--data", default=None, help="iccv09Data folder or iccv09Data.tar.gz (default: run.json's, else "
                                                 "find it); with --data-format folder: a folder holding images/ and "
                                                 "masks/")
@@ -267,18 +274,6 @@ def _check_iccv09_model(args, binary: bool, channels, model_path) -> None:
                         f"has {n}: was it trained for the other mask?")
 
 
-def _folder_names(args, binary: bool, model_path) -> list[str] | None:
-    """The class names given for folder data (None: the data's); a binary model takes two."""
-    from kseg.training.config import parse_classes  # the same names (or file) as kseg.train takes
-
-    names = parse_classes(args.classes) if isinstance(args.classes, str) else (list(args.classes) if args.classes
-                                                                                 else None)
-    if binary and names is not None and len(names) != 2:
-        raise KsegError(f"{model_path}: a binary model has two classes (background, foreground) but "
-                        f"{len(names)} class names were given: {', '.join(names)}")
-    return names
-
-
 def _select(args, info, ds, load):
     """``(dataset, positions, what the split is)``: the run's validation images, else the split asked for."""
     from kseg.evaldata import run_positions, split_positions
@@ -302,6 +297,9 @@ def _select(args, info, ds, load):
 
 def run(args) -> dict:
     """Evaluate as the parsed ``args`` say; write the outputs and return the report."""
+    from kseg.detection.evaluation import evaluate_instances_command
+    if (report := evaluate_instances_command(args)) is not None:  # None: a semantic model
+        return report
     from kseg.data import MASKS, check_size
     from kseg.evaldata import check_training_overlap, load_data, per_scale_scores, scoring_batches
     from kseg.runinfo import read_run_info

@@ -33,6 +33,10 @@ Keras's own exporter (``--out`` gets the suffix when it has none); ``kseg predic
 ``--int8 --calibration IMAGES...`` (openvino, litert) quantizes to int8 after training, calibrated on up to
 ``--calibration-count`` of those images (:mod:`kseg.quantization`).
 
+An instance model (``--model maskrcnn-coco`` or a Mask R-CNN's ``.keras`` file) exports as a SavedModel only: one
+uint8 image (H, W, 3) in; ``boxes``, ``classes``, ``scores`` and ``masks`` (N, H, W) out
+(:mod:`kseg.detection.serving`).
+
 Serving in Python::
 
     serve = tf.saved_model.load(DIR).signatures["serving_default"]
@@ -57,7 +61,7 @@ def parse_args(argv=None):
     from kseg.quantization import CALIBRATION_COUNT
 
     p = command_parser("kseg.export", __doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="a .keras model file")
+    p.add_argument("--model", required=True, help="a .keras model file (or the instance preset maskrcnn-coco)")
     p.add_argument("--out", required=True, help="the SavedModel folder to write, or the .onnx, .xml or .tflite "
                                                 "file (the suffix is added when missing)")
     p.add_argument("--format", choices=FORMATS, default="saved_model",
@@ -91,6 +95,11 @@ def parse_args(argv=None):
 @cli_entry
 def main(argv=None):
     args = parse_args(argv)
+    from kseg.detection.serving import export_instance_command
+
+    done = export_instance_command(args)  # None: not an instance model
+    if done is not None:
+        return done
     model = load_model(args.model)
     calibration = None
     if args.int8:

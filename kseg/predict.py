@@ -40,6 +40,11 @@ probability map is resized back to the input and they are merged by
 merges its ``--scales`` by its own learned attention instead (hierarchical: any scales; explicit attention:
 its trained ones), and ``--attention-maps`` writes each scale's weight beside the class map
 (:mod:`kseg.attention_maps`).
+
+An instance model (``--model maskrcnn-coco``, a Mask R-CNN's ``.keras`` file or its SavedModel export) writes
+``<name>_instances.png`` (masks, boxes and ``name score`` labels drawn), ``<name>_instances.json`` and
+``<name>_ids.png`` (uint16 instance ids) for the instances scoring at least ``--score-threshold``
+(:mod:`kseg.detection.prediction`).
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                               "see kseg.postprocess")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--model", required=True, help="a .keras model file, a SavedModel folder, or a .onnx, .xml "
-                                                  "(OpenVINO) or .tflite (LiteRT) file from kseg export")
+                                                  "(OpenVINO) or .tflite (LiteRT) file from kseg export; or an "
+                                                  "instance model: maskrcnn-coco, or a Mask R-CNN's .keras / export")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
                    help="what runs --model (default: read from it: .keras keras, a folder saved_model, "
                         ".onnx onnx, .xml openvino, .tflite litert)")
@@ -102,6 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                    "colours, else the built-in one with the model's class count)")
     p.add_argument("--threshold", type=float, default=None,
                    help="binary models: foreground where p >= this (default: run.json's, else 0.5)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="instance models: draw and write the instances scoring at least this (default 0.5)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -186,6 +194,13 @@ def _colours(args, info: dict, taken: list, c: int):
 def main(argv=None):
     args = parse_args(argv)
     paths = list_images(args.inputs)
+    from kseg.detection.prediction import predict_instances_command
+
+    done = predict_instances_command(args, paths)  # None: not an instance model
+    if done is not None:
+        return done
+    if args.score_threshold is not None:
+        raise KsegError(f"{args.model}: --score-threshold applies to instance models; this is a semantic model")
     post = postprocessor(args.postprocess)
     from kseg.runinfo import read_run_info
 

@@ -60,8 +60,17 @@ def list_images(inputs, quiet: bool = False) -> list[Path]:
 
 
 def is_kseg_output(path) -> bool:
-    """Whether ``path`` is a PNG that kseg.predict wrote (its ``Software: kseg.predict`` text chunk)."""
+    """Whether ``path`` is a PNG that kseg.predict wrote (its ``Software: kseg.predict`` text chunk), or a
+    JSON file it wrote (an object whose ``software`` is ``kseg.predict``)."""
     path = Path(path)
+    if path.suffix.lower() == ".json" and path.is_file():
+        import json
+
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and doc.get("software") == TAG[1]
     if path.suffix.lower() != ".png" or not path.is_file():
         return False
     try:

@@ -7,6 +7,8 @@
 - a SavedModel folder written by ``kseg export`` (or by training, ``runs/x/saved_model``): an
   :class:`ExportedModel`, whose ``predict(images)`` takes uint8 (or 0..255 float) RGB images of any
   size and returns a dict of NumPy arrays, and which says what it serves (``num_classes``, ``binary``);
+- a SavedModel folder that ``kseg export`` wrote for an instance model (Mask R-CNN): a
+  :class:`kseg.detection.serving.ExportedInstanceModel` (``predict(image)`` returns its ``Instances``);
 - a ``.onnx``, ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT) file written by ``kseg export --format ...``: its
   :class:`kseg.runtimes.Runtime`, with the same ``predict`` (the runtime's package must be installed).
 
@@ -51,6 +53,7 @@ def load_serving_default(path) -> tuple:
 
 def _register() -> None:
     """Import the modules whose classes a saved kseg model names (losses, metrics, layers, optimizers...)."""
+    import kseg.detection.maskrcnn  # noqa: F401  (instance models)
     import kseg.losses  # noqa: F401
     import kseg.metrics  # noqa: F401
     import kseg.models  # noqa: F401  (layers and learning-rate schedules)
@@ -109,6 +112,10 @@ def load_model(path):
     if not path.exists():
         raise KsegError(f"{path}: no such model file or folder")
     if path.is_dir():
+        from kseg.detection.serving import INFO_FILE, ExportedInstanceModel
+
+        if (path / INFO_FILE).is_file():
+            return ExportedInstanceModel(path)
         if (path / "saved_model.pb").is_file():
             return ExportedModel(path)
         if (path / KERAS_FILE).is_file():

@@ -186,10 +186,17 @@ def coco_evaluate(predictions, gt, category_ids=None, iou_types=IOU_TYPES, image
         missing = sorted(set(image_ids) - set(coco.imgs))
         if missing:
             raise KsegError(f"image_ids {missing[:5]} are not images of the ground truth")
+    return evaluate_results(coco, {t: coco_results(predictions, coco, category_ids, t) for t in iou_types}, image_ids)
+
+
+def evaluate_results(gt, results: dict, image_ids=None) -> dict:
+    """:func:`coco_evaluate` of COCO results already made (``{iou_type: coco_results(...)}``, e.g. gathered image
+    by image so that no image's masks are kept); the same dict out."""
+    coco = load_coco(gt)
     names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
     out = {}
-    for iou_type in iou_types:
-        ev = _evaluate(coco, coco_results(predictions, coco, category_ids, iou_type), iou_type, image_ids)
+    for iou_type, found in results.items():
+        ev = _evaluate(coco, found, iou_type, image_ids)
         out[iou_type] = {name: _figure(v) for name, v in zip(STATS, ev.stats)}
         out[iou_type]["per_class"] = {names[c]: ap for c, ap in per_class_ap(ev).items()}
     return out

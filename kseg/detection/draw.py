@@ -20,8 +20,10 @@ def instance_colors(n: int) -> np.ndarray:
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, 0.95)] for h in hues], np.uint8)
 
 
-def draw_instances(image: np.ndarray, instances, alpha: float = 0.5, threshold: float = 0.5) -> np.ndarray:
-    """``image`` with ``instances`` (:class:`kseg.detection.predictor.Instances`) drawn on it."""
+def draw_instances(image: np.ndarray, instances, alpha: float = 0.5, threshold: float = 0.5,
+                   scores: bool = True) -> np.ndarray:
+    """``image`` with ``instances`` (:class:`kseg.detection.predictor.Instances`) drawn on it; labels without
+    the score when ``scores`` is False (ground truth)."""
     out = np.array(image, np.uint8, copy=True)
     colors = instance_colors(len(instances.scores))
     scale = max(0.4, min(out.shape[:2]) / 700)
@@ -36,7 +38,8 @@ def draw_instances(image: np.ndarray, instances, alpha: float = 0.5, threshold: 
     for i in order:
         x1, y1, x2, y2 = (int(round(v)) for v in instances.boxes[i])
         cv2.rectangle(out, (x1, y1), (x2, y2), colors[i].tolist(), thick)
-        _label(out, f"{instances.names[i]} {instances.scores[i]:.2f}", x1, y1, colors[i], scale)
+        text = f"{instances.names[i]} {instances.scores[i]:.2f}" if scores else str(instances.names[i])
+        _label(out, text, x1, y1, colors[i], scale)
     return out
 
 

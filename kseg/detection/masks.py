@@ -51,15 +51,16 @@ def _paste_weights(lo_box, hi_box, size, m):
 
 
 def paste_masks(masks, boxes, height, width, padding=1):
-    """``[K, height, width]`` image-sized masks from ``[K, M, M]`` mask probabilities and their ``[K, 4]`` boxes."""
+    """``[K, height, width]`` image-sized masks from ``[K, M, M]`` mask probabilities and their ``[K, 4]`` boxes
+    (``height`` and ``width`` may be scalar tensors of a graph)."""
     masks = ops.convert_to_tensor(masks, "float32")
     m = masks.shape[-1]
     padded = ops.pad(masks, ((0, 0), (padding, padding), (padding, padding)))
     mp = m + 2 * padding
     scale = float(mp) / float(m)
     b = _expanded_int_boxes(boxes, scale)
-    rows = _paste_weights(b[:, 1], b[:, 3], int(height), mp)
-    cols = _paste_weights(b[:, 0], b[:, 2], int(width), mp)
+    rows = _paste_weights(b[:, 1], b[:, 3], height if ops.is_tensor(height) else int(height), mp)
+    cols = _paste_weights(b[:, 0], b[:, 2], width if ops.is_tensor(width) else int(width), mp)
     t = ops.einsum("khr,krc->khc", rows, padded)
     return ops.einsum("khc,kwc->khw", t, cols)
 

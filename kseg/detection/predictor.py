@@ -6,6 +6,8 @@ bottom and right to multiples of 32 with the ImageNet mean colour (torchvision p
 image with zeros: the same pixels), runs the model, scales the boxes back to the photo
 (``x * w / w_resized``, ``y * h / h_resized``) and pastes each 28x28 mask into the photo
 (:func:`kseg.detection.masks.paste_masks`). ``predict(image)`` returns an :class:`Instances`.
+All of it is one graph, :func:`photo_instances`, which ``kseg export`` serves as it is, so a
+SavedModel gives the predictor's detections.
 """
 
 from __future__ import annotations
@@ -50,13 +52,46 @@ def prepare(image: np.ndarray, min_size: int = 800, max_size: int = 1333) -> tup
     """``(padded batch [1, H32, W32, 3] float32, resized (h, w))`` for one RGB ``image`` [H, W, 3]."""
     import tensorflow as tf
 
-    h, w = resized_size(image.shape[0], image.shape[1], min_size, max_size)
-    resized = tf.image.resize(np.asarray(image, np.float32)[None], (h, w), method="bilinear", antialias=False)
-    ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-    batch = np.empty((1, ph, pw, 3), np.float32)
-    batch[...] = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-    batch[0, :h, :w] = resized.numpy()[0]
-    return batch, (h, w)
+    batch, size = _resize_and_pad(tf.convert_to_tensor(np.asarray(image, np.float32)), min_size, max_size)
+    return batch.numpy(), tuple(int(v) for v in size.numpy())
+
+
+def _resize_and_pad(image, min_size: int, max_size: int):
+    """Graph ops of :func:`prepare`: ``(batch [1, H32, W32, 3], resized (h, w) int32)`` of a float32 [H, W, 3]."""
+    import tensorflow as tf
+
+    hf, wf = tf.cast(tf.shape(image)[0], tf.float64), tf.cast(tf.shape(image)[1], tf.float64)
+    scale = tf.minimum(min_size / tf.minimum(hf, wf), max_size / tf.maximum(hf, wf))
+    h, w = tf.cast(tf.floor(hf * scale), tf.int32), tf.cast(tf.floor(wf * scale), tf.int32)
+    resized = tf.image.resize(image[None], tf.stack([h, w]), method="bilinear", antialias=False)[0]
+    ph, pw = (h + 31) // 32 * 32, (w + 31) // 32 * 32
+    padded = tf.pad(resized, [[0, ph - h], [0, pw - w], [0, 0]])
+    inside = (tf.range(ph)[:, None] < h) & (tf.range(pw)[None, :] < w)
+    mean = tf.constant(np.asarray(IMAGENET_MEAN, np.float32) * 255.0)
+    return tf.where(inside[..., None], padded, mean)[None], tf.stack([h, w])
+
+
+def photo_instances(model, image, min_size: int = 800, max_size: int = 1333) -> dict:
+    """The whole photo pipeline in graph ops (what :class:`InstancePredictor` and the SavedModel export run).
+
+    ``image`` is one RGB image [H, W, 3] of any size and dtype (values 0..255); returns the kept detections,
+    best first: ``boxes`` [N, 4] float32 photo pixels, ``scores`` [N], ``classes`` [N] int32 and ``masks``
+    [N, H, W] float32 probabilities pasted into the photo."""
+    import tensorflow as tf
+
+    from kseg.detection.masks import paste_masks
+
+    image = tf.cast(image, tf.float32)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    batch, size = _resize_and_pad(image, min_size, max_size)
+    out = model({"image": batch, "image_size": size[None]})
+    keep = out["valid"][0]
+    ry = tf.cast(tf.cast(height, tf.float64) / tf.cast(size[0], tf.float64), tf.float32)
+    rx = tf.cast(tf.cast(width, tf.float64) / tf.cast(size[1], tf.float64), tf.float32)
+    boxes = tf.boolean_mask(out["boxes"][0], keep) * tf.stack([rx, ry, rx, ry])
+    masks = paste_masks(tf.boolean_mask(out["masks"][0], keep), boxes, height, width)
+    return {"boxes": boxes, "scores": tf.boolean_mask(out["scores"][0], keep),
+            "classes": tf.cast(tf.boolean_mask(out["classes"][0], keep), tf.int32), "masks": masks}
 
 
 class InstancePredictor:
@@ -68,16 +103,10 @@ class InstancePredictor:
         self.model = model
         self.class_names = list(class_names) if class_names else [f"class {i}" for i in range(model.num_classes)]
         self.min_size, self.max_size = min_size, max_size
-        self._run = tf.function(lambda x, s: model({"image": x, "image_size": s}), reduce_retracing=True)
+        self._run = tf.function(lambda x: photo_instances(model, x, min_size, max_size),
+                                input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
 
     def predict(self, image: np.ndarray) -> Instances:
-        from kseg.detection.masks import paste_masks
-
-        batch, (h, w) = prepare(image, self.min_size, self.max_size)
-        out = {k: np.asarray(v[0]) for k, v in self._run(batch, np.array([[h, w]], np.int32)).items()}
-        keep = out["valid"]
-        ratio = np.array([image.shape[1] / w, image.shape[0] / h] * 2, np.float32)
-        boxes = out["boxes"][keep] * ratio
-        masks = np.asarray(paste_masks(out["masks"][keep], boxes, image.shape[0], image.shape[1]))
-        classes = out["classes"][keep]
-        return Instances(boxes, out["scores"][keep], classes, masks, [self.class_names[c] for c in classes])
+        out = {k: np.asarray(v) for k, v in self._run(np.asarray(image, np.float32)).items()}
+        return Instances(out["boxes"], out["scores"], out["classes"], out["masks"],
+                         [self.class_names[c] for c in out["classes"]])

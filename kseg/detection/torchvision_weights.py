@@ -60,8 +60,8 @@ def fetch(source: str) -> str:
     import keras
 
     spec = SOURCES[source]
-    folders = [os.environ.get(ENV_DIR), os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")),
-                                                     "models")]
+    home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))  # read now: Keras reads it once, at import
+    folders = [os.environ.get(ENV_DIR), os.path.join(home, "models")]
     for folder in filter(None, folders):
         path = os.path.join(folder, spec.fname)
         if os.path.isfile(path):
@@ -70,7 +70,8 @@ def fetch(source: str) -> str:
                                 f"file's does; delete it or download {spec.url} again")
             return path
     try:
-        path = keras.utils.get_file(spec.fname, spec.url, cache_subdir="models")
+        os.makedirs(home, exist_ok=True)  # Keras falls back to /tmp/.keras when the folder is not there yet
+        path = keras.utils.get_file(spec.fname, spec.url, cache_dir=home, cache_subdir="models")
     except Exception as exc:  # noqa: BLE001 - any network failure is one line for the user
         raise KsegError(f"could not download {spec.url} ({exc}); put the file in ${ENV_DIR} to work offline") from None
     if not sha256(path).startswith(spec.sha256_prefix):
