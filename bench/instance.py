@@ -26,9 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import _keras_home, _machine  # noqa: E402
 
-MODEL = dict(fpn_channels=128, representation=256, train_pre_nms_top_n=1000, train_post_nms_top_n=500,
-             pre_nms_top_n=500, post_nms_top_n=300, roi_batch=128, max_mask_rois=16, detections=50,
-             anchor_sizes=((16,), (32,), (64,), (128,), (256,)))
 
 
 def parse_args(argv=None):
@@ -129,6 +126,7 @@ def main(argv=None):
 
     from kseg.data.instances import instance_dataset, read_instances
     from kseg.data.shapes import generate_shapes
+    from kseg.detection.fit import LIGHT as MODEL  # the model ``kseg train --arch maskrcnn --light`` trains
     from kseg.detection.maskrcnn import MaskRCNN
     from kseg.detection.training import instance_inputs
 
@@ -166,7 +164,7 @@ def main(argv=None):
     model.save(out / f"{args.model}.keras")
     final = budget.rows[-1]
     print(json.dumps({"bench": "instance", "model": args.model, "backbone": args.backbone, "weights": args.weights,
-                      "settings": {**vars(args), **{k: v for k, v in MODEL.items() if k != "anchor_sizes"}},
+                      "settings": {**vars(args), **MODEL},
                       "machine": _machine(), "evals": budget.rows, "score": key,
                       "final": final.get(key), "target": args.target, "target_reached_seconds": budget.reached,
                       "met": budget.reached is not None}))

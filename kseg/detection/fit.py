@@ -23,6 +23,11 @@ from pathlib import Path
 from kseg.errors import KsegError, write_text_atomic
 
 ARCHS = ("maskrcnn", "panoptic_fpn")
+# ``--light``: a smaller FPN and heads and fewer proposals and RoIs, for small datasets, few objects per image
+# and CPUs (bench/instance.py trains with it); the default is torchvision's maskrcnn_resnet50_fpn
+LIGHT = dict(fpn_channels=128, representation=256, train_pre_nms_top_n=1000, train_post_nms_top_n=500,
+             pre_nms_top_n=500, post_nms_top_n=300, roi_batch=128, max_mask_rois=16, detections=50,
+             anchor_sizes=((16,), (32,), (64,), (128,), (256,)))
 
 
 @dataclass
@@ -145,7 +150,8 @@ def fit_instances(cfg: InstanceTrainConfig) -> dict:
     write_run_info(out, {"task": "panoptic" if cfg.arch == "panoptic_fpn" else "instance", "model": cfg.arch,
                          "backbone": cfg.backbone, "class_names": record.class_names,
                          "category_ids": record.category_ids, "panoptic_categories": categories,
-                         "size": [cfg.size, cfg.size], "data": cfg.coco, "config": asdict(cfg)})
+                         "size": [cfg.size, cfg.size], "min_size": cfg.size, "max_size": cfg.size, "data": cfg.coco,
+                         "config": asdict(cfg)})
     if model is None:
         model = build_model(cfg, record, categories)
         model.compile(optimizer=keras.optimizers.Adam(cfg.lr), jit_compile=False)

@@ -32,6 +32,7 @@ from keras import layers, ops
 
 from kseg.detection.maskrcnn import MaskRCNN
 from kseg.errors import KsegError
+from kseg.models.resampling import bilinear_upsample
 
 THINGS = 0  # the semantic head's class for every thing
 IGNORE = 255
@@ -127,8 +128,7 @@ class SemanticHead(keras.layers.Layer):
 
 def _upsample(x, factor: int):
     """Bilinear x ``factor`` (half-pixel centres: PyTorch's ``interpolate(..., align_corners=False)``)."""
-    h, w = ops.shape(x)[1], ops.shape(x)[2]
-    return ops.image.resize(x, (h * factor, w * factor), interpolation="bilinear", antialias=False)
+    return bilinear_upsample(x, factor)
 
 
 @keras.saving.register_keras_serializable("kseg")

@@ -158,7 +158,7 @@ def panoptic_json(result: Panoptic, name: str, categories) -> dict:
     """The ``<name>_panoptic.json`` document: COCO panoptic's annotation (``file_name``, ``segments_info``)
     with the image's ``height`` and ``width`` and the ``categories``."""
     h, w = result.id_map.shape
-    return {"file_name": f"{name}{SUFFIXES['panoptic']}", "height": int(h), "width": int(w),
+    return {"software": "kseg.predict", "file_name": f"{name}{SUFFIXES['panoptic']}", "height": int(h), "width": int(w),
             "segments_info": result.segments_info, "categories": list(categories)}
 
 

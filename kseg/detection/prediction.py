@@ -28,7 +28,7 @@ from pathlib import Path
 
 from kseg.errors import KsegError, write_text_atomic
 
-INSTANCE_MODELS = ("MaskRCNN",)  # the kseg classes a .keras file may hold to be an instance model
+INSTANCE_MODELS = ("MaskRCNN", "PanopticFPN")  # the kseg classes a .keras file may hold to be an instance model
 SUFFIXES = ("_instances.png", "_instances.json", "_ids.png")
 SEMANTIC_ONLY = ("--runtime", "--size", "--scales", "--flip", "--merge", "--output-stride", "--postprocess",
                  "--attention-maps", "--palette", "--threshold")
@@ -182,6 +182,10 @@ def predict_instances_command(args, paths) -> int | None:
         return None
     threshold = 0.5 if args.score_threshold is None else args.score_threshold
     check_instance_options(args.model, given_semantic_options(args), threshold)
+    if Path(str(args.model)).suffix.lower() == ".keras" and keras_class_name(args.model) == "PanopticFPN":
+        from kseg.detection.panoptic_command import predict_panoptic_command
+
+        return predict_panoptic_command(args, paths, threshold)
     predictor = load_instance_predictor(args.model)
     t0, skipped = time.time(), []
     results = predict_instance_files(predictor, paths, args.out, args.model, threshold, args.alpha,

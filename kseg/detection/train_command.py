@@ -41,6 +41,8 @@ def parser():
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between validation scores")
     p.add_argument("--out", default=None, help="the run folder (default: runs/<arch>-<backbone>)")
     p.add_argument("--seed", type=int, default=d.seed, help="shuffling, augmentation and sampling seed")
+    p.add_argument("--light", action="store_true", help="a lighter model for small data and CPUs: FPN 128 wide, fewer "
+                                                        "proposals and RoIs, anchors from 16 px (kseg.detection.fit.LIGHT)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.keras")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -50,8 +52,11 @@ def config(argv=None) -> InstanceTrainConfig:
     """The :class:`InstanceTrainConfig` of a command line (checked)."""
     from kseg.errors import KsegError
 
+    from kseg.detection.fit import LIGHT
+
     args = vars(parser().parse_args(argv))
     args.pop("debug")
+    args["model_settings"] = dict(LIGHT) if args.pop("light") else {}
     if args["size"] % 32 or args["size"] <= 0:
         raise KsegError(f"bad --size {args['size']}: give a positive multiple of 32, e.g. 512")
     for name in ("batch", "epochs", "max_instances", "eval_every"):

@@ -142,6 +142,29 @@ class BilinearUpsampling(keras.initializers.Initializer):
 
 
 @keras.saving.register_keras_serializable(package="kseg")
+def _upsample_axis(x, axis, f):
+    prev = ops.concatenate([_slice(x, axis, 0, 1), _slice(x, axis, 0, -1)], axis=axis)
+    nxt = ops.concatenate([_slice(x, axis, 1, None), _slice(x, axis, -1, None)], axis=axis)
+    parts = []
+    for r in range(f):
+        d = (r + 0.5) / f - 0.5
+        parts.append(x * (1 + d) - prev * d if d < 0 else x * (1 - d) + nxt * d)
+    y = ops.stack(parts, axis=axis + 1)
+    shape = ops.shape(x)
+    new = [shape[i] for i in range(4)]
+    new[axis] = shape[axis] * f
+    return ops.reshape(y, new)
+
+
+def bilinear_upsample(x, factor: int):
+    """NHWC ``x`` upsampled ``factor`` times, bilinear with half-pixel centres (``tf.image.resize``'s values),
+    at sizes known only at run time: each output row blends an input row and its neighbour, edges clamped."""
+    factor = int(factor)
+    if factor == 1:
+        return x
+    return _upsample_axis(_upsample_axis(x, 1, factor), 2, factor)
+
+
 class BilinearUpSampling2D(layers.Layer):
     """``UpSampling2D(size, interpolation="bilinear")`` that also runs at an unknown size in a TF graph.
 
@@ -156,24 +179,8 @@ class BilinearUpSampling2D(layers.Layer):
         super().__init__(**kwargs)
         self.size = int(size)
 
-    def _axis(self, x, axis):
-        f = self.size
-        prev = ops.concatenate([_slice(x, axis, 0, 1), _slice(x, axis, 0, -1)], axis=axis)
-        nxt = ops.concatenate([_slice(x, axis, 1, None), _slice(x, axis, -1, None)], axis=axis)
-        parts = []
-        for r in range(f):
-            d = (r + 0.5) / f - 0.5
-            parts.append(x * (1 + d) - prev * d if d < 0 else x * (1 - d) + nxt * d)
-        y = ops.stack(parts, axis=axis + 1)
-        shape = ops.shape(x)
-        new = [shape[i] for i in range(4)]
-        new[axis] = shape[axis] * f
-        return ops.reshape(y, new)
-
     def call(self, x):
-        if self.size == 1:
-            return x
-        return self._axis(self._axis(x, 1), 2)
+        return bilinear_upsample(x, self.size)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
