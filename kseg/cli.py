@@ -17,7 +17,7 @@ import sys
 
 # command -> (module whose main(argv) runs it, one line for kseg --help)
 COMMANDS = {
-    "train": ("kseg.train", "train a model on iccv09 or on your own images and masks"),
+    "train": ("kseg.train", "train a model on iccv09, your own images and masks, or COCO instances"),
     "evaluate": ("kseg.evaluate", "score a trained model: per-class IoU, confusion matrix, worst images"),
     "predict": ("kseg.predict", "write class maps and overlays for images or folders of images"),
     "export": ("kseg.export", "write a SavedModel, ONNX, OpenVINO or LiteRT model that takes uint8 images of any size"),

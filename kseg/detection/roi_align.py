@@ -20,8 +20,14 @@ each level's scale is ``2 ** round(log2(feature_h / image_h))`` (torchvision's
 ``_infer_scale``; ``image_hw`` is the resized image's size before padding, the largest in the batch, as
 torchvision takes it), and each box goes to level
 ``floor(4 + log2(sqrt(area) / 224) + 1e-6)`` clamped to the levels present (``LevelMapper`` with
-``k_min``/``k_max`` from the first and last scale, canonical scale 224, level 4). Every level is pooled
+``k_min``/``k_max`` from the first and last scale, canonical scale 224, level 4). On TensorFlow with a fixed
+grid each box is pooled on its own level only (``tf.dynamic_partition``); otherwise every level is pooled
 for every box and the box's own level is selected, which keeps shapes fixed.
+
+On TensorFlow a fixed grid (``sampling_ratio > 0``, what Mask R-CNN's heads use) runs through
+``tf.image.crop_and_resize`` on features padded by one edge-replicated pixel per side, which gives
+torchvision's border rules exactly (:func:`_roi_align_tf`); it has no XLA kernel, so a model using it is
+compiled without XLA. :func:`roi_align_ops` is the keras.ops version (any backend, XLA, the adaptive grid).
 """
 
 from __future__ import annotations
