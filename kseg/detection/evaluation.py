@@ -238,6 +238,23 @@ SEMANTIC_ONLY = (("--data", "data"), ("--data-format", "data_format"), ("--mask"
                  ("--cache-dir", "cache_dir"))
 
 
+def _panoptic_scores(args) -> dict | None:
+    """For a Panoptic FPN ``.keras``: PQ / SQ / RQ on the COCO panoptic JSON beside ``--coco`` (panoptic.json),
+    with the run's categories; None for other models. A missing panoptic JSON is one line."""
+    from kseg.detection.prediction import keras_class_name
+
+    if Path(str(args.model)).suffix.lower() != ".keras" or keras_class_name(args.model) != "PanopticFPN":
+        return None
+    from kseg.detection.panoptic_command import load_panoptic_predictor
+    from kseg.detection.panoptic_eval import evaluate_panoptic
+
+    js = Path(args.coco).with_name("panoptic.json")
+    if not js.is_file():
+        raise KsegError(f"{js}: a Panoptic FPN is scored on the COCO panoptic JSON beside --coco; it is missing")
+    result = evaluate_panoptic(load_panoptic_predictor(args.model, args.score_threshold), js, limit=args.limit)
+    return {**result, "json": str(js)}
+
+
 def evaluate_instances_command(args) -> dict | None:
     """``kseg evaluate`` for an instance model or with ``--coco``: score, write, print; None for a semantic model
     without ``--coco``."""
@@ -265,7 +282,14 @@ def evaluate_instances_command(args) -> dict | None:
     check_report_paths(out)
     report = evaluate_instances(load_instance_predictor(args.model), args.coco, args.images, args.model, args.worst,
                                 args.limit, args.score_threshold, progress=sys.stderr.isatty())
+    panoptic = _panoptic_scores(args)
+    if panoptic is not None:
+        report["panoptic"] = panoptic
     files = write_instance_report(out, report)
     print(format_instance_table(report))
+    if panoptic is not None:
+        a, t, st = panoptic["All"], panoptic["Things"], panoptic["Stuff"]
+        print(f"kseg: PQ {a['pq']:.4f} (SQ {a['sq']:.4f}, RQ {a['rq']:.4f}); things PQ {t['pq'] or 0:.4f}, stuff PQ "
+              f"{st['pq'] or 0:.4f} ({panoptic['images']} images, {panoptic['json']})")
     print(f"kseg: wrote {', '.join(Path(p).name for p in files.values())} in {out}", flush=True)
     return report

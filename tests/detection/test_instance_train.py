@@ -43,6 +43,12 @@ def test_train_writes_a_run_that_predict_reads(shapes, tmp_path, capsys):
     assert cli.main(["predict", "--model", str(run / "best.keras"), str(image), "--out", str(out)]) == 0
     suffixes = ("_panoptic.png", "_panoptic.json", "_panoptic_overlay.png")
     assert sorted(p.name for p in out.iterdir()) == sorted(image.stem + s for s in suffixes)
+    # kseg evaluate: COCO AP and, for a Panoptic FPN, PQ on the panoptic JSON beside --coco
+    assert cli.main(["evaluate", "--model", str(run / "best.keras"), "--coco", str(shapes / "val" / "instances.json"),
+                     "--out", str(tmp_path / "eval")]) == 0
+    assert "kseg: PQ " in capsys.readouterr().out
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert {"All", "Things", "Stuff"} <= set(report["panoptic"]) and report["panoptic"]["images"] == 2
     # a finished run is not trained over; --resume continues it for one more epoch
     with pytest.raises(SystemExit) as err:
         _train(shapes, run, arch)
