@@ -127,6 +127,11 @@ def export_instance_command(args) -> int | None:
         return None
     if Path(args.model).is_dir():
         raise KsegError(f"{args.model}: already an exported SavedModel; give the .keras file or the preset")
+    from kseg.detection.prediction import keras_class_name
+
+    if Path(args.model).suffix.lower() == ".keras" and keras_class_name(args.model) == "PanopticFPN":
+        raise KsegError(f"{args.model}: kseg export does not write Panoptic FPN models yet (only Mask R-CNN); "
+                        "use the .keras file with kseg predict")
     if args.format != "saved_model" or args.int8:
         raise KsegError(f"{args.model}: an instance model exports as --format saved_model only (not {args.format}"
                         f"{' --int8' if args.int8 else ''})")

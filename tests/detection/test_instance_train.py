@@ -49,6 +49,12 @@ def test_train_writes_a_run_that_predict_reads(shapes, tmp_path, capsys):
     assert "kseg: PQ " in capsys.readouterr().out
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert {"All", "Things", "Stuff"} <= set(report["panoptic"]) and report["panoptic"]["images"] == 2
+    # kseg export says in one line that it does not write a Panoptic FPN
+    with pytest.raises(SystemExit) as err:
+        cli.main(["export", "--model", str(run / "best.keras"), "--out", str(tmp_path / "exported")])
+    assert err.value.code == 2
+    assert "kseg export does not write Panoptic FPN models yet" in capsys.readouterr().err
+    assert not (tmp_path / "exported").exists()
     # a finished run is not trained over; --resume continues it for one more epoch
     with pytest.raises(SystemExit) as err:
         _train(shapes, run, arch)
