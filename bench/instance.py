@@ -159,7 +159,8 @@ def main(argv=None):
                     scorer, key)
     steps = max(1, len(record) // args.batch)
     model.fit(ds, epochs=10_000, steps_per_epoch=steps, callbacks=[budget.callback], verbose=2, shuffle=False)
-    if not budget.rows or budget.rows[-1]["seconds"] < time.time() - budget.start - 5:
+    if budget.reached is None and (not budget.rows or budget.rows[-1]["seconds_after_eval"] < time.time() - budget.start
+                                   - 5):
         budget.score(model, data / "val", args.size, None)
     model.save(out / f"{args.model}.keras")
     final = budget.rows[-1]

@@ -141,7 +141,6 @@ class BilinearUpsampling(keras.initializers.Initializer):
         return {}
 
 
-@keras.saving.register_keras_serializable(package="kseg")
 def _upsample_axis(x, axis, f):
     prev = ops.concatenate([_slice(x, axis, 0, 1), _slice(x, axis, 0, -1)], axis=axis)
     nxt = ops.concatenate([_slice(x, axis, 1, None), _slice(x, axis, -1, None)], axis=axis)
@@ -165,6 +164,7 @@ def bilinear_upsample(x, factor: int):
     return _upsample_axis(_upsample_axis(x, 1, factor), 2, factor)
 
 
+@keras.saving.register_keras_serializable(package="kseg")
 class BilinearUpSampling2D(layers.Layer):
     """``UpSampling2D(size, interpolation="bilinear")`` that also runs at an unknown size in a TF graph.
 
