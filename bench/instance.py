@@ -17,6 +17,7 @@ the machine, the scores after each evaluation with the seconds spent so far, and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -158,7 +159,8 @@ def main(argv=None):
     budget = Budget(model, data / "val", args.size, args.minutes * 60, args.eval_every * 60, args.target, sys.stderr,
                     scorer, key)
     steps = max(1, len(record) // args.batch)
-    model.fit(ds, epochs=10_000, steps_per_epoch=steps, callbacks=[budget.callback], verbose=2, shuffle=False)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras's epoch lines: stdout keeps the JSON alone
+        model.fit(ds, epochs=10_000, steps_per_epoch=steps, callbacks=[budget.callback], verbose=2, shuffle=False)
     if budget.reached is None and (not budget.rows or budget.rows[-1]["seconds_after_eval"] < time.time() - budget.start
                                    - 5):
         budget.score(model, data / "val", args.size, None)
