@@ -279,9 +279,17 @@ def instance_dataset(record: InstanceRecord, size=(512, 512), max_instances: int
         image, boxes, classes, masks, crowd = (tf.ensure_shape(t, s) for t, s in zip(out, shapes))
         return image, {"boxes": boxes, "classes": classes, "masks": masks, "crowd": crowd}
 
-    index = tf.data.Dataset.range(len(record))
+    return indexed_dataset(len(record), tf_load, seed, shuffle, batch_size, drop_remainder)
+
+
+def indexed_dataset(n: int, tf_load, seed: int, shuffle: bool, batch_size: int, drop_remainder: bool):
+    """Batches of ``tf_load(index, random draw)`` over ``range(n)``: shuffled each epoch from ``seed`` when
+    ``shuffle``, a new draw per element each epoch (the augmentation's seed), in a deterministic order."""
+    import tensorflow as tf
+
+    index = tf.data.Dataset.range(n)
     if shuffle:
-        index = index.shuffle(len(record), seed=seed, reshuffle_each_iteration=True)
+        index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(index, draws).map(tf_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kseg.data.instances import InstanceRecord, _geometry, load_example
+from kseg.data.instances import InstanceRecord, _geometry, indexed_dataset, load_example
 from kseg.detection.panoptic_fpn import IGNORE, semantic_lookup
 from kseg.errors import KsegError
 
@@ -104,9 +104,4 @@ def panoptic_dataset(record: InstanceRecord, semantic_dir, stuff_ids, size=(512,
         image, *targets = (tf.ensure_shape(t, s) for t, s in zip(out, shapes))
         return image, dict(zip(keys[1:], targets))
 
-    index = tf.data.Dataset.range(len(record))
-    if shuffle:
-        index = index.shuffle(len(record), seed=seed, reshuffle_each_iteration=True)
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip(index, draws).map(tf_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return indexed_dataset(len(record), tf_load, seed, shuffle, batch_size, drop_remainder)

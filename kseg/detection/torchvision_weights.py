@@ -17,14 +17,13 @@ changed and a one-line :class:`~kseg.errors.KsegError` names the file and the fi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from kseg.errors import KsegError
-from kseg.models.weights import ENV_DIR
+from kseg.models.weights import ENV_DIR, file_hash
 
 
 @dataclass(frozen=True)
@@ -48,11 +47,7 @@ SOURCES = {
 
 
 def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "sha256")
 
 
 def fetch(source: str) -> str:

@@ -57,7 +57,12 @@ REGISTRY: dict[str, WeightFile] = {
 
 
 def md5(path) -> str:
-    h = hashlib.md5()
+    return file_hash(path, "md5")
+
+
+def file_hash(path, algorithm: str = "sha256") -> str:
+    """The hex digest of the file at ``path`` (read in 1 MiB blocks)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
