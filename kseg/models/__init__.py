@@ -83,10 +83,34 @@ def default_backbone(name: str) -> str:
     return DEFAULT_BACKBONE if DEFAULT_BACKBONE in supported else ("vgg16" if "vgg16" in supported else supported[0])
 
 
+INSTANCE_ARCHS = ("maskrcnn", "panoptic_fpn")
+
+
+def _build_instance(name, backbone, num_classes, input_shape, encoder_weights, **kwargs):
+    """Mask R-CNN (``kseg.detection.maskrcnn.maskrcnn``) or Panoptic FPN (``panoptic_fpn``, ``num_stuff`` in
+    ``kwargs``); the backbone defaults to torchvision's ResNet-50."""
+    backbone = backbone or "resnet50"
+    if backbone != "resnet50" and encoder_weights is not None:
+        kwargs["backbone_weights"] = encoder_weights  # a kseg backbone's own ImageNet weights
+    elif encoder_weights is not None:
+        kwargs.setdefault("weights", encoder_weights)  # torchvision's ImageNet ResNet-50 file
+    if name == "maskrcnn":
+        from kseg.detection.maskrcnn import maskrcnn
+
+        return maskrcnn(num_classes=num_classes, backbone=backbone, input_shape=input_shape, **kwargs)
+    from kseg.detection.panoptic_fpn import panoptic_fpn
+
+    return panoptic_fpn(num_things=num_classes - 1, backbone=backbone, input_shape=input_shape, **kwargs)
+
+
 def build(name: str = "unet", backbone: str | None = None, num_classes: int = 3, input_shape=(None, None, 3),
           encoder_weights=None, encoder_freeze: bool = False, activation: str | None = "softmax", **kwargs):
     """Build architecture ``name`` on ``backbone`` (None: :func:`default_backbone`); extra keyword arguments
-    go to its builder."""
+    go to its builder. ``"maskrcnn"`` and ``"panoptic_fpn"`` build kseg's instance and panoptic models
+    (:mod:`kseg.detection`; ``num_classes`` counts the background as torchvision does, ``weights="coco"`` is
+    torchvision's COCO Mask R-CNN); the rest of the arguments are the semantic architectures'."""
+    if name in INSTANCE_ARCHS:
+        return _build_instance(name, backbone, num_classes, input_shape, encoder_weights, **kwargs)
     try:
         fn = MODELS[name]
     except KeyError:

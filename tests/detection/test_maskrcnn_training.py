@@ -152,3 +152,16 @@ def test_a_training_step_under_mirrored_strategy_gives_one_devices_losses():
     for name in (*LOSSES, "loss"):
         assert abs(got["one"][name] - got["two"][name]) <= 1e-3 * max(1.0, abs(got["one"][name])), name
     assert got["moved"] > 0.1 and got["weight_diff"] < 0.1 * got["moved"]
+
+
+def test_kseg_models_build_names_the_instance_architectures():
+    from kseg import models
+    from kseg.detection.panoptic_fpn import PanopticFPN
+
+    small = {k: v for k, v in SMALL.items() if k != "backbone"}
+    m = models.build("maskrcnn", backbone="mobilenetv2", num_classes=3, input_shape=(64, 64, 3), **small)
+    assert isinstance(m, MaskRCNN) and m.num_classes == 3 and m.settings["backbone"] == "mobilenetv2"
+    p = models.build("panoptic_fpn", backbone="mobilenetv2", num_classes=3, num_stuff=2, input_shape=(64, 64, 3),
+                     **small)
+    assert isinstance(p, PanopticFPN) and p.num_things == 2 and p.num_stuff == 2
+    assert "maskrcnn" not in models.list_models()  # the semantic registry (kseg train's semantic --arch) is apart
