@@ -290,9 +290,15 @@ def predict_files(model, paths, out_dir, predictor=None, palette=None, alpha: fl
 
 def _plan_outputs(paths, out_dir: Path) -> list[tuple[Path, Path]]:
     """``(class map, overlay)`` paths of each input, checked (:func:`check_outputs`), in a created ``out_dir``."""
-    names = output_names(paths)
-    planned = [(out_dir / f"{n}.png", out_dir / f"{n}{OVERLAY}.png") for n in names]
-    check_outputs(paths, [q for pair in planned for q in pair])
+    return plan_outputs(paths, out_dir, (".png", f"{OVERLAY}.png"))
+
+
+def plan_outputs(paths, out_dir, suffixes) -> list[tuple[Path, ...]]:
+    """The output paths of each input (its output name + each of ``suffixes``), checked
+    (:func:`check_outputs`), in a created ``out_dir``."""
+    out_dir = Path(out_dir)
+    planned = [tuple(out_dir / f"{n}{s}" for s in suffixes) for n in output_names(paths)]
+    check_outputs(paths, [q for files in planned for q in files])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

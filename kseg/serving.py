@@ -45,6 +45,13 @@ def staging_dir(out: Path) -> Path:
         raise KsegError(f"{out}: cannot write the export ({err.strerror})") from None
 
 
+def move_into_place(staged: Path, out: Path) -> None:
+    """Replace ``out`` (if any) with the finished export folder ``staged``."""
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staged, out)
+
+
 def serving_fn(model):
     """The serving function: uint8 (N, H, W, 3) of any size → probabilities and class map at (H, W)
     (a binary model: probabilities (N, H, W, 1) and a uint8 0/1 ``mask``)."""
@@ -95,9 +102,7 @@ def export_saved_model(model, out_dir, tflite: bool = True, verbose: bool = Fals
         archive.write_out(str(sm), verbose=verbose)
         if tflite:
             export_tflite(sm, sm / TFLITE_NAME)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(sm, out_dir)
+        move_into_place(sm, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

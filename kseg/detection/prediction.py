@@ -129,16 +129,9 @@ def write_instance_outputs(image, instances, files, image_path, model, score_thr
 
 def plan_instance_outputs(paths, out_dir) -> list[tuple[Path, ...]]:
     """The three output paths of each input, checked (:func:`kseg.prediction.check_outputs`), ``out_dir`` made."""
-    from kseg.prediction import check_outputs, output_names
+    from kseg.prediction import plan_outputs
 
-    out_dir = Path(out_dir)
-    planned = [tuple(out_dir / f"{n}{s}" for s in SUFFIXES) for n in output_names(paths)]
-    check_outputs(paths, [q for files in planned for q in files])
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise KsegError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
-    return planned
+    return plan_outputs(paths, out_dir, SUFFIXES)
 
 
 def predict_instance_files(predictor, paths, out_dir, model="model", score_threshold: float = 0.5,

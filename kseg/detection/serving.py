@@ -25,7 +25,6 @@ Serving in Python::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def export_instances(model, out, class_names=None, min_size: int = 800, max_size
     import tensorflow as tf
 
     from kseg.detection.predictor import photo_instances
-    from kseg.serving import staging_dir
+    from kseg.serving import move_into_place, staging_dir
 
     out = Path(out)
     if out.exists() and not (out / INFO_FILE).is_file():
@@ -69,9 +68,7 @@ def export_instances(model, out, class_names=None, min_size: int = 800, max_size
         info = {"software": "kseg.export", "model": type(model).__name__, "num_classes": int(model.num_classes),
                 "class_names": names, "min_size": min_size, "max_size": max_size}
         (sm / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(sm, out)
+        move_into_place(sm, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
