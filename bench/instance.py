@@ -66,25 +66,18 @@ def evaluate_panoptic_split(model, val_dir: Path, size: int, stuff_area: int) ->
 
 
 def evaluate(model, val_dir: Path, size: int) -> dict:
-    """COCO box and mask AP of ``model`` on the split at ``val_dir``."""
-    import numpy as np
-
+    """COCO box and mask AP of ``model`` on the split at ``val_dir`` (what ``kseg evaluate --coco`` computes)."""
     from kseg.data.instances import read_instances
-    from kseg.detection.coco_eval import coco_evaluate
+    from kseg.detection.evaluation import evaluate_instances
     from kseg.detection.predictor import InstancePredictor
-    from kseg.inference import read_image
 
-    record = read_instances(val_dir / "instances.json")
-    predictor = InstancePredictor(model, record.class_names, min_size=size, max_size=size)
-    preds = {}
-    for image in record.images:
-        got = predictor.predict(read_image(image["path"]))
-        preds[image["id"]] = {"boxes": got.boxes, "scores": got.scores, "classes": got.classes,
-                              "masks": got.masks >= 0.5}
-    res = coco_evaluate(preds, str(val_dir / "instances.json"), category_ids=record.category_ids)
-    return {"segm": res["segm"]["AP"], "bbox": res["bbox"]["AP"], "segm_AP50": res["segm"]["AP50"],
-            "segm_per_class": res["segm"]["per_class"], "images": len(preds),
-            "mean_detections": round(float(np.mean([len(p["scores"]) for p in preds.values()])), 1)}
+    names = read_instances(val_dir / "instances.json").class_names
+    predictor = InstancePredictor(model, names, min_size=size, max_size=size)
+    report = evaluate_instances(predictor, val_dir / "instances.json", worst=0, score_threshold=0.0)
+    detections = [r["tp"] + r["fp"] for r in report["per_image"]]
+    return {"segm": report["mask_ap"], "bbox": report["box_ap"], "segm_AP50": report["mask"]["AP50"],
+            "segm_per_class": report["mask"]["per_class"], "images": report["images"],
+            "mean_detections": round(sum(detections) / max(len(detections), 1), 1)}
 
 
 class Budget:
