@@ -33,6 +33,11 @@ Keras's own exporter (``--out`` gets the suffix when it has none); ``kseg predic
 ``--int8 --calibration IMAGES...`` (openvino, litert) quantizes to int8 after training, calibrated on up to
 ``--calibration-count`` of those images (:mod:`kseg.quantization`).
 
+A multi-scale model (``kseg train --multiscale``) serves its trained scales; ``--scales 0.5,1,2`` serves
+others, merged by its own attention (hierarchical: any two or more, or one for the trunk alone; explicit
+attention: only the trained set). Other models refuse ``--scales`` in one line: test-time augmentation is
+``kseg predict``'s.
+
 An instance model (``--model maskrcnn-coco`` or a Mask R-CNN's ``.keras`` file) exports as a SavedModel only: one
 uint8 image (H, W, 3) in; ``boxes``, ``classes``, ``scores`` and ``masks`` (N, H, W) out
 (:mod:`kseg.detection.serving`).
@@ -79,6 +84,9 @@ def parse_args(argv=None):
                                                             f"(default: write it)")
     p.add_argument("--no-fold-bn", action="store_true",
                    help="keep batch norms as separate ops (default: those after a convolution are folded into it)")
+    p.add_argument("--scales", default=None, metavar="SCALES",
+                   help="a multi-scale model (kseg train --multiscale): the scales its attention merges in the "
+                        "export, e.g. 0.5,1,2 (default: its trained scales)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     if args.no_tflite and args.format != "saved_model":
@@ -92,6 +100,23 @@ def parse_args(argv=None):
     return args
 
 
+def with_export_scales(model, scales, path):
+    """``model`` at ``--scales`` (a multi-scale model's own merge; see :func:`kseg.models.multiscale.at_scales`);
+    ``model`` itself without them; a one-line KsegError for another model."""
+    if scales is None:
+        return model
+    from kseg.inference import parse_scales
+    from kseg.models.multiscale import at_scales, is_multiscale
+
+    if not is_multiscale(model):
+        raise KsegError(f"{path}: --scales is for a multi-scale model (kseg train --multiscale); this model has "
+                        f"one scale: test-time scales are kseg predict's --scales")
+    scales = parse_scales(scales)
+    at = at_scales(model, scales)
+    print(f"kseg: exporting at scales {','.join(f'{s:g}' for s in scales)}", flush=True)
+    return at
+
+
 @cli_entry
 def main(argv=None):
     args = parse_args(argv)
@@ -100,7 +125,7 @@ def main(argv=None):
     done = export_instance_command(args)  # None: not an instance model
     if done is not None:
         return done
-    model = load_model(args.model)
+    model = with_export_scales(load_model(args.model), args.scales, args.model)
     calibration = None
     if args.int8:
         from kseg.quantization import calibration_images

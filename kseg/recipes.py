@@ -15,6 +15,10 @@ docs/results.md.
   flip test-time augmentation.
 - ``surfaces-mobilenetv2``: the same for the 3 geometric classes, with the encoder frozen for the first
   3 epochs, 20 epochs, no weight averaging, scales 0.75, 1, 1.25.
+- ``surfaces-fast`` and ``regions-fast``: the shortest way to a good model on a laptop CPU (what
+  bench/time_to_accuracy.py times): the same DeepLabV3+ on the ImageNet MobileNetV2 encoder at 192x256,
+  flips only, a third of an epoch of warm-up then cosine decay over 4 (surfaces) or 8 (regions) epochs,
+  evaluated once at native resolution.
 - ``regions-scratch``: the 8 classes with no pretrained weights (DeepLabV3+ on
   MobileNetV2, randomly initialised), 70 epochs at 224x288.
 """
@@ -31,6 +35,10 @@ _FINETUNE = dict(model="deeplabv3plus", backbone="mobilenetv2", encoder_weights=
 RECIPES = {
     "regions-mobilenetv2": dict(_FINETUNE, mask="regions", epochs=30, ema=0.99, eval_scales="0.5,0.75,1,1.25,1.5"),
     "surfaces-mobilenetv2": dict(_FINETUNE, mask="surfaces", freeze_epochs=3, epochs=20),
+    "surfaces-fast": dict(_FINETUNE, mask="surfaces", size="192x256", augment="flip", warmup=0.3, epochs=4,
+                          eval_scales="1", eval_flip=False),
+    "regions-fast": dict(_FINETUNE, mask="regions", size="192x256", augment="flip", warmup=0.3, epochs=8,
+                         eval_scales="1", eval_flip=False),
     "regions-scratch": dict(_FINETUNE, mask="regions", encoder_weights=None, epochs=70, size="224x288"),
 }
 

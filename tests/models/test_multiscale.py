@@ -382,6 +382,35 @@ def test_predict_errors_for_a_multiscale_model(trained_run, tmp_path, capsys, ar
     assert message in capsys.readouterr().err
 
 
+def test_export_scales_serves_the_attention_over_those_scales(trained_run, tmp_path, capsys):
+    import kseg
+    from kseg import export
+    from kseg.inference import Predictor
+
+    root, out = trained_run
+    model = kseg.load_model(out / "best.keras")
+    assert export.main(["--model", str(out / "best.keras"), "--out", str(tmp_path / "sm"), "--scales", "0.5,1,2",
+                        "--no-tflite"]) == 0
+    assert "kseg: exporting at scales 0.5,1,2" in capsys.readouterr().out
+    from PIL import Image
+
+    image = np.asarray(Image.open(sorted((root / "images").iterdir())[0]).convert("RGB"))
+    served = kseg.load_model(tmp_path / "sm").predict(image)["probabilities"]
+    np.testing.assert_allclose(served, Predictor(model, model_scales=(0.5, 1, 2))(image), atol=2e-5)
+    assert np.abs(served - Predictor(model)(image)).max() > 1e-4  # not the trained scales' prediction
+
+
+def test_export_scales_of_an_ordinary_model_is_refused(tmp_path, capsys):
+    from kseg import export
+
+    tiny_base().save(tmp_path / "m.keras")
+    with pytest.raises(SystemExit) as exc:
+        export.main(["--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "sm"), "--scales", "0.5,1"])
+    assert exc.value.code == 2
+    assert "m.keras: --scales is for a multi-scale model (kseg train --multiscale)" in capsys.readouterr().err
+    assert not (tmp_path / "sm").exists()
+
+
 def test_predict_attention_maps_of_an_ordinary_model_is_refused(tmp_path, capsys):
     from kseg import predict
 
