@@ -192,6 +192,12 @@ def test_recipe_sets_options_and_the_command_line_wins():
     assert args.epochs == 2 and args.fold == 3 and args.size == (128, 128) and args.mask == "regions"
     scratch = parse_args(["--recipe", "regions-scratch"])
     assert scratch.encoder_weights is None and scratch.size == (224, 288) and scratch.epochs == 70
+    for name, mask, epochs in (("surfaces-fast", "surfaces", 4), ("regions-fast", "regions", 8)):
+        fast = parse_args(["--recipe", name])
+        assert (fast.mask, fast.model, fast.backbone, fast.encoder_weights) == (mask, "deeplabv3plus", "mobilenetv2",
+                                                                                "imagenet")
+        assert fast.size == (192, 256) and fast.epochs == epochs and fast.augment == "flip" and fast.warmup == 0.3
+        assert fast.eval_scales == (1.0,) and not fast.eval_flip  # scored at native resolution, no TTA
 
 
 @pytest.mark.parametrize("argv,message", [
