@@ -1,7 +1,6 @@
 """bench/models.py's FLOP count: a convolution and an einsum counted by hand."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest

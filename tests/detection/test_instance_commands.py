@@ -24,8 +24,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("instances")
     generate_shapes(root / "data", images=1, val=4, size=96, seed=0)
     keras.utils.set_random_seed(0)
-    model = MaskRCNN(num_classes=6, backbone="mobilenetv2", fpn_channels=32, representation=64, pre_nms_top_n=100,
-                     post_nms_top_n=50, detections=10)  # small: the commands are what is tested here
+    model = MaskRCNN(num_classes=6, backbone="resnet50", pre_nms_top_n=100, post_nms_top_n=50, detections=10)
     model.build((None, None, None, 3))
     kernel, bias = model.box_head.cls_score.get_weights()
     model.box_head.cls_score.set_weights([kernel * 20, bias])  # peaked scores: detections above 0.5
