@@ -91,10 +91,11 @@ def test_a_few_steps_lower_the_loss_and_the_model_saves(model, tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.settings == model.settings
-    a, b = model(data["image"]), loaded(data["image"])
-    for key in ("boxes", "scores", "classes", "valid"):
-        np.testing.assert_allclose(np.asarray(a[key], np.float32), np.asarray(b[key], np.float32), atol=1e-5)
+    assert loaded.settings == model.settings and type(loaded) is MaskRCNN
+    # the trained weights come back, each by its own name (the outputs of a loaded model: test_panoptic_fpn.py)
+    assert [v.path for v in loaded.weights] == [v.path for v in model.weights]
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
 # One training step of the same batch (four equal images) on one device and under MirroredStrategy on two

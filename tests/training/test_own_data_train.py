@@ -125,8 +125,8 @@ def test_binary_masks_train_foreground_against_background_end_to_end(fmt, tmp_pa
     data = make_shapes(tmp_path / "shapes", n=40, fmt=fmt)
     out = tmp_path / "run"
     assert _train(["--data-format", "folder", "--data", data, "--out", out, "--size", "64", "--epochs", "8", "--bn-momentum", "0.9",
-                   "--batch-size", "8", "--model", "unet", "--backbone", "plain", "--lr", "3e-3", "--loss",
-                   "dice+bce", "--no-tflite", "--verbose", "0", "--monitor", "val_iou_foreground"]) == 0
+                   "--batch-size", "8", "--model", "unet", "--backbone", "resnet18", "--lr", "3e-3", "--loss",
+                   "dice+bce", "--no-export", "--verbose", "0", "--monitor", "val_iou_foreground"]) == 0
     captured = capsys.readouterr()
     said = captured.out + captured.err
     assert "binary segmentation (255 = foreground, 0 = background)" in said
