@@ -57,7 +57,7 @@ def gflops(model, shape) -> float:
             sizes = {}
             for letters, tensor in zip(lhs, op.inputs):
                 sizes.update(zip(letters, tensor.shape.as_list()))
-            total += 2 * int(np.prod([v for v in sizes.values()], dtype=np.int64))
+            total += 2 * int(np.prod(list(sizes.values()), dtype=np.int64))
     return total / 1e9
 
 

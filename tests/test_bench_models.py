@@ -1,19 +1,12 @@
 """bench/models.py's FLOP count: a convolution and an einsum counted by hand."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_models", REPO / "bench" / "models.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("models")
 
 
 def test_gflops_counts_a_convolution_and_an_einsum(bench):

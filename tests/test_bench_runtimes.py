@@ -2,22 +2,14 @@
 (the bench itself runs for half an hour: not a unit test)."""
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_runtimes", REPO / "bench" / "runtimes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("runtimes")
 
 
 def row(ips, rss=100.0):

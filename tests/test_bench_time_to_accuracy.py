@@ -1,23 +1,14 @@
 """bench/time_to_accuracy.py's parts: the epoch clock and its stopping rule, the peer's native-resolution scoring
 and the speed-up it reports (the bench itself trains for an hour: not a unit test)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_tta", REPO / "bench" / "time_to_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("time_to_accuracy")
 
 
 class FakeModel:
