@@ -3,7 +3,7 @@
 - :class:`RunRecorder`: ``history.csv`` and ``best.keras`` after each epoch (both written atomically); stops
   the run at a NaN loss.
 - :class:`ResumeState`: the weights and the optimizer's state after each good epoch, for resuming.
-- :class:`CurvesCallback`: ``curves.png`` from ``history.csv`` after each epoch.
+- :class:`CurvesCallback`: ``curves.png`` from ``history.csv`` after epochs (at most every 20 s) and at the end.
 - :class:`Unfreeze`: thaws the encoder at ``--freeze-epochs``.
 - :class:`SparseAdapter`: a one-hot loss fed sparse targets (``--sparse``).
 """
@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -163,15 +164,28 @@ class ResumeState(keras.callbacks.Callback):
 
 
 class CurvesCallback(keras.callbacks.Callback):
-    """Redraw the learning curves (``png_path``) from the CSV log (``csv_path``) after every epoch."""
+    """Redraw the learning curves (``png_path``) from the CSV log (``csv_path``) after an epoch, at most every
+    ``every`` seconds (drawing takes about a second: short epochs would spend their time on it), and when
+    training ends."""
 
-    def __init__(self, csv_path, png_path):
+    def __init__(self, csv_path, png_path, every: float = 20.0):
         super().__init__()
-        self.csv_path, self.png_path = csv_path, png_path
+        self.csv_path, self.png_path, self.every = csv_path, png_path, every
+        self._drawn_at, self._pending = None, False
 
     def on_epoch_end(self, epoch, logs=None):
+        self._pending = True
+        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.every:
+            self._draw()
+
+    def on_train_end(self, logs=None):
+        if self._pending:
+            self._draw()
+
+    def _draw(self):
         from kseg.viz import plot_history
 
+        self._drawn_at, self._pending = time.monotonic(), False
         try:
             plot_history(self.csv_path, self.png_path)
         except (OSError, ValueError) as err:

@@ -251,3 +251,22 @@ def test_early_stop_ends_the_run_and_tensorboard_logs_it(tiny_iccv09, tmp_path, 
     with pytest.raises(SystemExit):
         train.main(["--early-stop", "0", "--out", str(tmp_path / "x")])
     assert "bad --early-stop 0: give a number of epochs without improvement" in capsys.readouterr().err
+
+
+def test_curves_are_redrawn_at_most_every_few_seconds_and_when_training_ends(tmp_path, monkeypatch):
+    from kseg.training import callbacks
+
+    drawn = []
+    monkeypatch.setattr("kseg.viz.plot_history", lambda csv, png: drawn.append(png))
+    clock = iter([0.0, 5.0, 30.0, 30.0, 31.0, 31.0])  # each check, then each drawing
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: next(clock))
+    cb = callbacks.CurvesCallback(tmp_path / "history.csv", tmp_path / "curves.png", every=20)
+    cb.on_epoch_end(0)  # t=0: the first epoch is drawn
+    cb.on_epoch_end(1)  # t=5: too soon
+    cb.on_epoch_end(2)  # t=30: drawn
+    assert len(drawn) == 2
+    cb.on_epoch_end(3)  # t=31: too soon, so training's end draws it
+    cb.on_train_end()
+    assert len(drawn) == 3
+    cb.on_train_end()  # nothing new since
+    assert len(drawn) == 3
