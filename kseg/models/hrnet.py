@@ -205,19 +205,15 @@ def hrnet(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(None,
     Args:
         backbone: ``hrnet_w18_small``, ``hrnet_w18_small_v2`` (default), ``hrnet_w18``, ``hrnet_w32`` or
             ``hrnet_w48``.
-        encoder_weights: ``None``, or the path of a timm checkpoint of the same variant (``model.safetensors``
-            of ``timm/<backbone>.ms_in1k`` on Hugging Face: its ImageNet weights; see
-            :mod:`kseg.models.timm_weights`). ``"imagenet"`` is not downloaded by kseg yet: the error says
-            where to get the file.
+        encoder_weights: ``None``, ``"imagenet"`` (timm's ImageNet checkpoint of the variant, downloaded once
+            and checked: :mod:`kseg.models.hub_files`), or the path of a timm checkpoint of the same variant
+            (``model.safetensors`` of ``timm/<backbone>.ms_in1k`` on Hugging Face; see
+            :mod:`kseg.models.timm_weights`).
         encoder_freeze: make every layer but the segmentation head non-trainable.
         The others as for :func:`kseg.models.unet`.
     """
     if backbone not in CONFIGS:
         raise KsegError(f"hrnet has no backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
-    if encoder_weights == "imagenet":
-        raise KsegError(f"kseg does not download HRNet's ImageNet weights yet: download model.safetensors from "
-                        f"https://huggingface.co/timm/{backbone}.ms_in1k and pass its path as encoder_weights "
-                        f"(--encoder-weights)")
     inputs = keras.Input(check_input_shape(input_shape), name="image")
     xs = hrnet_features(inputs, backbone)
     body = keras.Model(inputs, xs).layers[1:] if encoder_freeze else None
@@ -231,6 +227,10 @@ def hrnet(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(None,
     if encoder_weights is not None:
         from kseg.models.timm_weights import load_timm_checkpoint
 
+        if encoder_weights == "imagenet":
+            from kseg.models.hub_files import imagenet_path
+
+            encoder_weights = imagenet_path(backbone)
         load_timm_checkpoint(backbone_layers(model), encoder_weights, skip_prefixes=TIMM_HEAD)
     if body:
         freeze(body)

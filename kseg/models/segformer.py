@@ -45,8 +45,11 @@ def segformer(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(N
 
     Args:
         backbone: ``mit_b0`` (default) to ``mit_b5``.
-        encoder_weights: ``None`` (random initialisation) or the path of a Keras
-            ``.weights.h5`` file of the encoder (what ``keras.Model(inputs,
+        encoder_weights: ``None`` (random initialisation), ``"imagenet"`` (NVIDIA's ImageNet MiT,
+            downloaded once: :mod:`kseg.models.hub_files`), a SegFormer preset's name (its ADE20K or
+            Cityscapes encoder, e.g. ``"segformer-b0-ade20k"``: :mod:`kseg.models.presets`), the path of a Hugging Face MiT or SegFormer
+            checkpoint (``.safetensors`` or ``.bin``: its encoder is used, :mod:`kseg.models.hf_segformer`),
+            or of a Keras ``.weights.h5`` file of the encoder (what ``keras.Model(inputs,
             list(feats.values())).save_weights`` writes for :func:`kseg.models.mit.mit`).
         decoder_dim: the decoder's width; default 256 for B0/B1, 768 otherwise.
         dropout: before the classifier (paper: 0.1).
@@ -55,9 +58,6 @@ def segformer(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(N
     """
     if backbone not in BACKBONES:
         raise KsegError(f"segformer needs a MiT backbone, got {backbone!r}: choose one of {', '.join(BACKBONES)}")
-    if encoder_weights == "imagenet":
-        raise KsegError(f"backbone {backbone!r} has no ImageNet weights in kseg yet; pass encoder_weights=None "
-                        f"or the path of a .weights.h5 file of the encoder")
     inputs = keras.Input(check_input_shape(input_shape), name="image")
     feats = mit(inputs, backbone, drop_path_rate=drop_path_rate)
     encoder = keras.Model(inputs, [feats[s] for s in sorted(feats)], name=f"{backbone}_encoder")
@@ -83,9 +83,22 @@ def segformer(num_classes: int, backbone: str = DEFAULT_BACKBONE, input_shape=(N
 
 
 def _load(encoder: keras.Model, weights, backbone: str) -> None:
+    from kseg.models.hf_segformer import load_hf_segformer
+
+    if weights == "imagenet":
+        from kseg.models.hub_files import imagenet_path
+
+        weights = imagenet_path(backbone)
+    elif isinstance(weights, str) and weights.startswith("segformer-") and not os.path.exists(weights):
+        from kseg.models.presets import segformer_weights
+
+        weights = segformer_weights(weights, backbone)
     path = os.fspath(weights)
     if not os.path.exists(path):
         raise KsegError(f"{path}: encoder weights file not found")
+    if path.lower().endswith((".safetensors", ".bin", ".pth")):  # a Hugging Face MiT / SegFormer checkpoint
+        load_hf_segformer([layer for layer in encoder.layers if layer.weights], path, encoder_only=True)
+        return
     try:
         encoder.load_weights(path)
     except Exception as err:  # keras raises several types for a wrong file

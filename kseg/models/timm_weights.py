@@ -5,6 +5,8 @@ kseg's HRNet names each layer that holds weights after timm's module path with `
 the Keras layer is ``module.replace(".", "_")``, and
 
 - a ``Conv2d``'s ``weight`` (O, I, kh, kw) is the kernel transposed to (kh, kw, I, O), its ``bias`` the bias;
+- a depthwise ``Conv2d``'s (C, 1, kh, kw) becomes (kh, kw, C, 1);
+- a ``LayerNorm``'s ``weight`` / ``bias`` are ``gamma`` / ``beta``;
 - a ``BatchNorm2d``'s ``weight`` / ``bias`` / ``running_mean`` / ``running_var`` are ``gamma`` / ``beta`` /
   ``moving_mean`` / ``moving_variance`` (``num_batches_tracked`` has no counterpart).
 
@@ -37,15 +39,37 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
         tensors = load_file(str(path))
     except Exception as err:  # noqa: BLE001  (safetensors raises its own SafetensorError and OSError)
         raise KsegError(f"{path}: not a readable .safetensors file ({type(err).__name__}: {err})") from None
+    return _float32(tensors)
+
+
+def _float32(tensors: dict) -> dict[str, np.ndarray]:
     return {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in tensors.items()}
 
 
+def read_checkpoint(path) -> dict[str, np.ndarray]:
+    """A ``.safetensors`` file, or a PyTorch ``.bin`` / ``.pth`` state dict (read without PyTorch), told apart by
+    their first bytes (a zip archive or a pickle is PyTorch's); floating tensors as float32."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(2)
+    except OSError:
+        start = b""
+    if start[:2] == b"PK" or start[:1] == b"\x80":
+        from kseg.detection.torch_pickle import read_state_dict
+
+        return _float32(read_state_dict(path))
+    return read_safetensors(path)
+
+
 def _value(layer, param: str, tensor: np.ndarray) -> tuple[str, np.ndarray]:
-    """The Keras variable name and value for timm's ``param`` of ``layer``."""
-    if layer.__class__.__name__.endswith("BatchNormalization"):
-        if param not in _BN:
+    """The Keras variable name and value for PyTorch's ``param`` of ``layer``."""
+    kind = layer.__class__.__name__
+    if kind.endswith("BatchNormalization") or kind == "LayerNormalization":
+        if param not in _BN or (kind == "LayerNormalization" and param.startswith("running")):
             raise KeyError(param)
         return _BN[param], tensor
+    if param == "weight" and kind == "DepthwiseConv2D":  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        return "kernel", tensor.transpose(2, 3, 0, 1)
     if param == "weight":
         return "kernel", tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T
     if param == "bias":
@@ -82,8 +106,12 @@ def convert(layers_, state: dict[str, np.ndarray], source: str, skip_prefixes=()
     return values
 
 
+def assign_state(layers_, state: dict, source: str, skip_prefixes=()) -> None:
+    """Set every weight of ``layers_`` from the state dict ``state`` (:func:`convert`; all or nothing)."""
+    for variable, value in convert(layers_, state, source, skip_prefixes).values():
+        variable.assign(value)
+
+
 def load_timm_checkpoint(layers_, path, skip_prefixes=()) -> None:
     """Set every weight of ``layers_`` from timm's checkpoint at ``path`` (all or nothing)."""
-    values = convert(layers_, read_safetensors(path), str(path), skip_prefixes)
-    for variable, value in values.values():
-        variable.assign(value)
+    assign_state(layers_, read_safetensors(path), str(path), skip_prefixes)

@@ -39,9 +39,18 @@ ENV_DIR = "KSEG_WEIGHTS_DIR"
 
 @dataclass(frozen=True)
 class WeightFile:
+    """A published weights file: where it is, the name it is kept under, and its published digest
+    (``md5``, or ``sha256``, whole or the leading digits torchvision's file names carry; None where kseg knows
+    no published one: the URL then pins the revision)."""
+
     url: str
     fname: str
-    md5: str
+    md5: str | None = None
+    sha256: str | None = None
+
+    @property
+    def digest(self) -> tuple[str, str] | None:
+        return ("md5", self.md5) if self.md5 else ("sha256", self.sha256) if self.sha256 else None
 
 
 _RELEASE = "https://github.com/qubvel/classification_models/releases/download/0.0.1/"
@@ -108,32 +117,66 @@ def _imagenet(backbone: str) -> str:
     entry = REGISTRY.get(backbone)
     if entry is None:
         raise KsegError(f"backbone {backbone!r} has no ImageNet weights in kseg; pass a weights file path or None")
+    return fetch(entry, f"the ImageNet weights of {backbone}")
+
+
+def _matches(path: str, entry: WeightFile) -> tuple[bool, str]:
+    if entry.digest is None:
+        return True, ""
+    got = file_hash(path, entry.digest[0])
+    return got.startswith(entry.digest[1]), got  # torchvision publishes the first 8 hex digits of a SHA-256
+
+
+def _mismatch(path, entry: WeightFile, got: str, again: str) -> KsegError:
+    algorithm, want = entry.digest
+    return KsegError(f"{path}: {algorithm} {got} is not the published {want} of {entry.fname} "
+                     f"(an incomplete or different file); {again}download {entry.url} again")
+
+
+def fetch(entry: WeightFile, what: str, encoder: bool = True) -> str:
+    """The local path of ``entry``: found in ``$KSEG_WEIGHTS_DIR`` or the Keras cache with its published
+    digest, or downloaded once into that cache with ``keras.utils.get_file`` (progress bar, digest checked).
+    A file for which kseg knows no published digest comes from the revision its URL pins, and kseg prints
+    the SHA-256 it got. Errors are one line and name the file or URL (``encoder``: the offline hint names
+    ``encoder_weights``)."""
     folder = os.environ.get(ENV_DIR)
     if folder:
         path = os.path.join(os.path.expanduser(folder), entry.fname)
         if os.path.isfile(path):
-            got = md5(path)
-            if got != entry.md5:
-                raise KsegError(f"{path}: md5 {got} is not the published {entry.md5} of {entry.fname} "
-                                f"(an incomplete or different file); download {entry.url} again")
+            ok, got = _matches(path, entry)
+            if not ok:
+                raise _mismatch(path, entry, got, "")
             return path
     cache = keras_cache_dir()
     cached = os.path.join(cache, entry.fname)
-    if os.path.isfile(cached) and md5(cached) == entry.md5:
+    if os.path.isfile(cached) and _matches(cached, entry)[0]:
         return cached  # no network needed
     import keras
 
+    algorithm, want = entry.digest or ("sha256", None)
+    if want is not None and len(want) < hashlib.new(algorithm).digest_size * 2:
+        want = None  # leading digits only: checked below, get_file compares whole digests
     try:
-        path = keras.utils.get_file(entry.fname, origin=entry.url, file_hash=entry.md5, hash_algorithm="md5",
+        path = keras.utils.get_file(entry.fname, origin=entry.url, file_hash=want, hash_algorithm=algorithm,
                                     cache_subdir="models", cache_dir=os.path.dirname(cache))
     except Exception as err:  # get_file raises a bare Exception for network errors, ValueError for a bad hash
+        if os.path.isfile(cached) and not _matches(cached, entry)[0]:  # never leave a wrong file in the cache
+            with contextlib.suppress(OSError):
+                os.remove(cached)
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise KsegError(f"cannot download the ImageNet weights of {backbone} ({reason}); "
-                        f"{_offline_hint(entry)}") from None
-    got = md5(path)
-    if got != entry.md5:
-        raise KsegError(f"{path}: md5 {got} is not the published {entry.md5} of {entry.fname} "
-                        f"(an incomplete or different file); delete it and download {entry.url} again")
+        hint = _offline_hint(entry) if encoder else (f"download {entry.url} where there is internet and put it "
+                                                     f"in ${ENV_DIR} as {entry.fname}")
+        raise KsegError(f"cannot download {what} ({reason}); {hint}") from None
+    ok, got = _matches(path, entry)
+    if not ok:  # never left in the cache
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise _mismatch(path, entry, got, "removed it: ")
+    if entry.digest is None:
+        import sys
+
+        print(f"kseg: {entry.url}: no published checksum is pinned in kseg for this file (its revision is); "
+              f"SHA-256 {file_hash(path)}; every tensor's name and shape is checked as it loads", file=sys.stderr)
     return path
 
 

@@ -147,7 +147,6 @@ def test_supported_backbones():
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(backbone="resnet34"), KsegError,
      "hrnet has no backbone 'resnet34': choose one of hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, "),
-    (dict(encoder_weights="imagenet"), KsegError, "kseg does not download HRNet's ImageNet weights yet"),
     (dict(input_shape=(100, 64, 3)), ValueError, "multiple of 32"),
 ])
 def test_user_errors(kwargs, error, message):

@@ -54,7 +54,6 @@ def test_default_backbone_is_mit_b0_and_registry():
 @pytest.mark.parametrize("call, message", [
     (lambda: models.build("segformer", backbone="resnet34"),
      r"segformer needs a MiT backbone, got 'resnet34': choose one of mit_b0, mit_b1"),
-    (lambda: models.build("segformer", encoder_weights="imagenet"), "'mit_b0' has no ImageNet weights in kseg yet"),
     (lambda: models.build("segformer", encoder_weights="/nonexistent/mit.weights.h5"),
      "/nonexistent/mit.weights.h5: encoder weights file not found"),
     (lambda: mit(keras.Input((32, 32, 3)), "mit_b9"), "unknown MiT encoder 'mit_b9'"),

@@ -82,7 +82,7 @@ def test_a_checkpoint_of_another_network_is_one_line_and_changes_nothing(tmp_pat
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_other_variant_missing_file_and_imagenet_are_one_line(tmp_path):
+def test_other_variant_missing_file_and_imagenet_are_one_line(tmp_path, monkeypatch):
     path = _checkpoint(tmp_path)
     with pytest.raises(KsegError, match="another variant"):
         models.build("hrnet", backbone="hrnet_w18_small_v2", num_classes=3, input_shape=(64, 64, 3),
@@ -92,7 +92,11 @@ def test_other_variant_missing_file_and_imagenet_are_one_line(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(KsegError, match="not a readable .safetensors file"):
         models.build("hrnet", backbone=VARIANT, num_classes=3, encoder_weights=str(tmp_path / "bad.safetensors"))
-    with pytest.raises(KsegError, match=r"https://huggingface.co/timm/hrnet_w18_small\.ms_in1k"):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: offline
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv("KSEG_WEIGHTS_DIR", raising=False)
+    with pytest.raises(KsegError, match=r"^cannot download the ImageNet weights of hrnet_w18_small .*"
+                                        r"/timm/hrnet_w18_small\.ms_in1k/resolve/main/model\.safetensors"):
         models.build("hrnet", backbone=VARIANT, num_classes=3, encoder_weights="imagenet")
 
 

@@ -284,7 +284,7 @@ def test_a_file_with_the_wrong_hash_is_refused(offline, monkeypatch, tmp_path):
         pretrained.resolve("resnet18", "imagenet")
     assert str(err.value) == (f"{path}: md5 {got} is not the published {entry.md5} of {entry.fname} "
                               f"(an incomplete or different file); download {entry.url} again")
-    # in the Keras cache a wrong file is downloaded again (here: offline, so the download error)
+    # in the Keras cache a wrong file is downloaded again (here: offline, so the download error) and removed
     monkeypatch.delenv(pretrained.ENV_DIR)
     cache = Path(os.environ["KERAS_HOME"]) / "models"
     cache.mkdir(parents=True)
@@ -292,7 +292,9 @@ def test_a_file_with_the_wrong_hash_is_refused(offline, monkeypatch, tmp_path):
     with pytest.raises(KsegError, match=r"^cannot download the ImageNet weights of resnet18 \(URL fetch failure"):
         pretrained.resolve("resnet18", "imagenet")
     assert len(offline) == 1
+    assert not (cache / entry.fname).exists()  # the wrong file is not left in the cache
     # and a download that does not match is refused too
+    (cache / entry.fname).write_bytes(path.read_bytes())
     monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: str(cache / entry.fname))
     with pytest.raises(KsegError, match=rf"^{cache / entry.fname}: md5 {got} is not the published {entry.md5}"):
         pretrained.resolve("resnet18", "imagenet")
