@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
@@ -66,7 +67,8 @@ def parse_args(argv=None):
     from kseg.quantization import CALIBRATION_COUNT
 
     p = command_parser("kseg.export", __doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="a .keras model file (or the instance preset maskrcnn-coco)")
+    p.add_argument("--model", required=True, help="a .keras model file, a pretrained segmenter (deeplabv3-resnet50-voc, "
+                                                  "segformer-b0-ade20k, ...) or the instance preset maskrcnn-coco")
     p.add_argument("--out", required=True, help="the SavedModel folder to write, or the .onnx, .xml or .tflite "
                                                 "file (the suffix is added when missing)")
     p.add_argument("--format", choices=FORMATS, default="saved_model",
@@ -125,7 +127,11 @@ def main(argv=None):
     done = export_instance_command(args)  # None: not an instance model
     if done is not None:
         return done
-    model = with_export_scales(load_model(args.model), args.scales, args.model)
+    from kseg.models.presets import is_preset, load_preset
+
+    preset = is_preset(args.model) and not Path(args.model).exists()
+    model = with_export_scales(load_preset(args.model)[0] if preset else load_model(args.model), args.scales,
+                               args.model)
     calibration = None
     if args.int8:
         from kseg.quantization import calibration_images

@@ -88,7 +88,8 @@ class Predictor:
     """Per-pixel probabilities for one image at its own size, with optional multi-scale and flip TTA.
 
     ``size``: the base (H, W) the image is resized to (default: the model's
-    fixed input size, else the image's size rounded to multiples of 32).
+    fixed input size, else the image's size rounded to multiples of 32, or with ``short_side``
+    the image resized to that short side, keeping its aspect, then rounded).
     ``scales`` multiply the base size; ``flip`` adds mirrored copies;
     ``merge`` is "mean" or "max" over all the resized-back probability maps. ``model_scales``: the
     inference scales of a multi-scale model (:func:`kseg.models.multiscale`), merged by its own attention
@@ -96,7 +97,7 @@ class Predictor:
     """
 
     def __init__(self, model, size=None, scales=(1.0,), flip: bool = False, merge: str = "mean",
-                 model_scales=None):
+                 model_scales=None, short_side: int | None = None):
         if merge not in MERGES:
             raise KsegError(f"bad merge {merge!r}: choose one of {', '.join(MERGES)}")
         if model_scales is not None:
@@ -106,6 +107,7 @@ class Predictor:
         self.model = model
         self.fixed = fixed_input_size(model)
         self.size = check_size(size) if size is not None else None
+        self.short_side = short_side
         self.scales = parse_scales(scales)
         self.flip = bool(flip)
         self.merge = merge
@@ -117,6 +119,9 @@ class Predictor:
             return self.size
         if self.fixed is not None:
             return self.fixed
+        if self.short_side:
+            f = self.short_side / min(h, w)
+            return nearest_multiple(h * f), nearest_multiple(w * f)
         return nearest_multiple(h), nearest_multiple(w)
 
     def _net(self, size):

@@ -2,7 +2,9 @@
 
 ``--model`` is a ``.keras`` file or a SavedModel folder that ``kseg.export`` (or training) wrote, or a
 ``.onnx``, ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT) file that ``kseg export --format ...`` wrote, run in
-that runtime (``--runtime`` names it; by default it is read from the path, see :mod:`kseg.runtimes`).
+that runtime (``--runtime`` names it; by default it is read from the path, see :mod:`kseg.runtimes`), or the
+name of a pretrained segmenter (``deeplabv3-resnet50-voc``, ``segformer-b0-ade20k``, ...:
+:mod:`kseg.models.presets`; downloaded once; its overlays add a legend of the classes shown).
 For every input image (files, or the images in a folder) it writes, at the
 image's own resolution:
 
@@ -81,8 +83,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                               "see kseg.postprocess")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--model", required=True, help="a .keras model file, a SavedModel folder, or a .onnx, .xml "
-                                                  "(OpenVINO) or .tflite (LiteRT) file from kseg export; or an "
-                                                  "instance model: maskrcnn-coco, or a Mask R-CNN's .keras / export")
+                                                  "(OpenVINO) or .tflite (LiteRT) file from kseg export; a "
+                                                  "pretrained segmenter (deeplabv3-resnet50-voc, segformer-b0-ade20k, "
+                                                  "..., kseg.models.presets); or an instance model: maskrcnn-coco, "
+                                                  "or a Mask R-CNN's .keras / export")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
                    help="what runs --model (default: read from it: .keras keras, a folder saved_model, "
                         ".onnx onnx, .xml openvino, .tflite litert)")
@@ -130,6 +134,9 @@ def _predictor(args, info: dict, taken: list):
     """``(predictor, model)``: a SavedModel's, or a ``.keras`` model's with the size (``--size``, else
     run.json's) and test-time augmentation asked for; the model is None for a SavedModel."""
     model_path = Path(args.model)
+    if info.get("preset"):
+        return Predictor(info["preset"], size=args.size, short_side=info["short_side"], scales=args.scales,
+                         flip=args.flip, merge=args.merge), info["preset"]
     runtime = check_runtime(model_path, args.runtime) if model_path.exists() else args.runtime
     if runtime in ("onnx", "openvino", "litert"):
         if args.tta:
@@ -207,6 +214,11 @@ def main(argv=None):
     model_path = Path(args.model)
     info = (read_run_info(model_path) if model_path.exists() else None) or {}
     taken = []
+    from kseg.models.presets import is_preset, load_preset
+
+    if is_preset(args.model) and not model_path.exists():
+        preset, info = load_preset(args.model)
+        info.update(preset=preset, _path=f"preset {args.model}: {info['source']}")
     predictor, model = _predictor(args, info, taken)
     if args.attention_maps:
         check_model(predictor.model if model is not None else None, model_path)
@@ -219,7 +231,7 @@ def main(argv=None):
     skipped = []
     results = predict_files(model, paths, args.out, predictor, palette=palette, alpha=args.alpha, post=post,
                             progress=not args.quiet and sys.stderr.isatty(), skipped=skipped, threshold=threshold,
-                            foreground=foreground)
+                            foreground=foreground, class_names=info["class_names"] if info.get("preset") else None)
     if not results:
         raise KsegError(f"{paths[0]}: none of the {len(paths)} input images could be read")
     if args.attention_maps:

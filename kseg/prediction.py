@@ -254,7 +254,7 @@ def binary_overlay(image, mask, color=FOREGROUND, alpha: float = 0.5) -> np.ndar
 
 def predict_files(model, paths, out_dir, predictor=None, palette=None, alpha: float = 0.5,
                   post=None, progress: bool = True, skipped: list | None = None, threshold: float = 0.5,
-                  foreground=FOREGROUND) -> list[dict]:
+                  foreground=FOREGROUND, class_names=None) -> list[dict]:
     """Predict every image in ``paths``; write ``<name>.png`` and ``<name>_overlay.png`` into ``out_dir``.
 
     ``predictor`` is a :class:`~kseg.inference.Predictor` or :class:`~kseg.inference.SavedModelPredictor`
@@ -280,7 +280,8 @@ def predict_files(model, paths, out_dir, predictor=None, palette=None, alpha: fl
         if image is None:
             continue
         class_map = _class_map(predictor(image), predictor.num_classes, threshold, post)
-        write_prediction(image, class_map, cm_path, ov_path, predictor.num_classes, palette, alpha, foreground)
+        write_prediction(image, class_map, cm_path, ov_path, predictor.num_classes, palette, alpha, foreground,
+                         class_names)
         results.append({"image": str(path), "class_map": str(cm_path), "overlay": str(ov_path),
                         "size": (image.shape[1], image.shape[0]), "binary": binary})
         bar.update(i + 1, path.name)
@@ -335,8 +336,9 @@ def _class_map(probs, num_classes: int, threshold: float, post=None) -> np.ndarr
 
 
 def write_prediction(image, class_map, cm_path, ov_path, num_classes: int, palette=None, alpha: float = 0.5,
-                     foreground=FOREGROUND) -> None:
-    """Write one image's class map (binary, ``num_classes`` 1: a 0/255 mask) and overlay as kseg.predict's PNGs."""
+                     foreground=FOREGROUND, class_names=None) -> None:
+    """Write one image's class map (binary, ``num_classes`` 1: a 0/255 mask) and overlay as kseg.predict's PNGs;
+    with ``class_names``, the overlay has a legend strip below it naming the classes it shows, largest first."""
     from PIL import Image
 
     from kseg import viz
@@ -346,7 +348,20 @@ def write_prediction(image, class_map, cm_path, ov_path, num_classes: int, palet
         save_png(ov_path, Image.fromarray(binary_overlay(image, class_map > 0, foreground, alpha)))
     else:
         save_png(cm_path, class_map_image(class_map, num_classes, palette))
-        save_png(ov_path, Image.fromarray(viz.overlay(image, class_map, num_classes, palette, alpha=alpha)))
+        overlay = viz.overlay(image, class_map, num_classes, palette, alpha=alpha)
+        if class_names is not None:
+            overlay = with_legend(overlay, class_map, class_names, viz.palette(num_classes, palette))
+        save_png(ov_path, Image.fromarray(overlay))
+
+
+def with_legend(overlay, class_map, class_names, colors) -> np.ndarray:
+    """``overlay`` with a strip below naming the classes of ``class_map`` (largest area first) beside their colours."""
+    from kseg.detection.panoptic_draw import legend_strip
+
+    ids, counts = np.unique(np.asarray(class_map), return_counts=True)
+    shown = [(class_names[i], colors[i]) for i in ids[np.argsort(-counts)] if 0 <= i < len(class_names)]
+    scale = max(0.4, min(0.8, overlay.shape[1] / 900))
+    return np.concatenate([overlay, legend_strip(overlay.shape[1], shown, scale)], axis=0)
 
 
 class _Progress:

@@ -102,12 +102,17 @@ class ExportedModel(SavedModelRuntime):
 
 def load_model(path):
     """Load a trained model from a ``.keras`` file, a run folder holding ``best.keras``, a SavedModel folder,
-    or a ``.onnx`` / ``.xml`` (OpenVINO) / ``.tflite`` (LiteRT) file that ``kseg export`` wrote.
+    or a ``.onnx`` / ``.xml`` (OpenVINO) / ``.tflite`` (LiteRT) file that ``kseg export`` wrote; or the name
+    of a pretrained segmenter (``segformer-b0-ade20k``, ... :mod:`kseg.models.presets`), downloaded once.
 
     Returns a ``keras.Model`` in float32 for a ``.keras`` file or a run folder
     (:func:`load_keras_model`), an :class:`ExportedModel` for a SavedModel folder, and the
     :class:`kseg.runtimes.Runtime` of the others (its ``predict`` as :meth:`ExportedModel.predict`).
     """
+    from kseg.models.presets import is_preset, load_preset
+
+    if is_preset(str(path)) and not Path(path).exists():
+        return load_preset(str(path))[0]
     path = Path(path)
     if not path.exists():
         raise KsegError(f"{path}: no such model file or folder")

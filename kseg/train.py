@@ -100,7 +100,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=DEFAULTS["backbone"],
                    help="encoder (see kseg.models.list_backbones()); default: the architecture's own (resnet34; "
                         "segnet vgg16, segformer mit_b0, hrnet hrnet_w18_small_v2)")
-    p.add_argument("--encoder-weights", default=DEFAULTS["encoder_weights"], help="none, imagenet, or a weights file")
+    p.add_argument("--encoder-weights", default=DEFAULTS["encoder_weights"],
+                   help="none, imagenet, a weights file, or (segformer) a SegFormer preset such as "
+                        "segformer-b0-ade20k whose encoder starts training")
     p.add_argument("--encoder-freeze", action="store_true", help="do not train the encoder")
     p.add_argument("--freeze-epochs", type=int, default=DEFAULTS["freeze_epochs"],
                    help="train with the encoder frozen (BatchNorm in inference mode) for this many epochs, "

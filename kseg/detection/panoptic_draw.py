@@ -46,7 +46,7 @@ def _text(out, text, x, y, color, scale):
                 (0, 0, 0) if dark else (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def _legend(width: int, entries, scale: float) -> np.ndarray:
+def legend_strip(width: int, entries, scale: float) -> np.ndarray:
     """A white strip ``width`` wide with a swatch and a name per ``(name, colour)``, wrapped into rows."""
     (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     line, sw, pad = th + base + 8, th + base, 6
@@ -106,5 +106,5 @@ def draw_panoptic(image, id_map, segments_info, categories, alpha: float = 0.55,
             ys, xs = np.nonzero(mask)
             _text(out, name if score is None else f"{name} {score:.2f}", xs.min(), ys.min(), color, scale)
     order = sorted(present, key=lambda i: (not cats[i].get("isthing"), i))
-    legend = _legend(out.shape[1], [(cats[i]["name"], colors[i]) for i in order], scale)
+    legend = legend_strip(out.shape[1], [(cats[i]["name"], colors[i]) for i in order], scale)
     return np.concatenate([out, legend], axis=0)

@@ -27,40 +27,53 @@ FPN_CHANNELS = 256
 BLOCKS = (3, 4, 6, 3)  # ResNet-50
 
 
-def _conv_bn(x, filters, kernel, stride, name, bn_name, relu=True, frozen=True):
-    pad = (kernel - 1) // 2
+def _conv_bn(x, filters, kernel, stride, name, bn_name, relu=True, frozen=True, dilation=1):
+    pad = dilation * (kernel - 1) // 2
     if pad:
         x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-    x = layers.Conv2D(filters, kernel, strides=stride, use_bias=False, name=name)(x)
+    x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, use_bias=False, name=name)(x)
     bn = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=bn_name)
     bn.trainable = not frozen
     x = bn(x)
     return layers.ReLU(name=f"{bn_name}_relu")(x) if relu else x
 
 
-def _bottleneck(x, planes, stride, name, downsample):
-    out = _conv_bn(x, planes, 1, 1, f"{name}_conv1", f"{name}_bn1")
-    out = _conv_bn(out, planes, 3, stride, f"{name}_conv2", f"{name}_bn2")
-    out = _conv_bn(out, planes * 4, 1, 1, f"{name}_conv3", f"{name}_bn3", relu=False)
+def _bottleneck(x, planes, stride, name, downsample, frozen=True, dilation=1):
+    out = _conv_bn(x, planes, 1, 1, f"{name}_conv1", f"{name}_bn1", frozen=frozen)
+    out = _conv_bn(out, planes, 3, stride, f"{name}_conv2", f"{name}_bn2", frozen=frozen, dilation=dilation)
+    out = _conv_bn(out, planes * 4, 1, 1, f"{name}_conv3", f"{name}_bn3", relu=False, frozen=frozen)
     if downsample:
-        x = _conv_bn(x, planes * 4, 1, stride, f"{name}_downsample_0", f"{name}_downsample_1", relu=False)
+        x = _conv_bn(x, planes * 4, 1, stride, f"{name}_downsample_0", f"{name}_downsample_1", relu=False,
+                     frozen=frozen)
     return layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_add")([out, x]))
+
+
+def resnet50_layers(inputs, dilate=(False, False, False), frozen: bool = True) -> list:
+    """torchvision's ResNet-50 body on RGB ``inputs`` in [0, 255]: the outputs of layer1 .. layer4.
+
+    ``dilate``: torchvision's ``replace_stride_with_dilation`` for layer2, layer3, layer4 (the stride becomes a
+    dilation of the later blocks' 3x3 convolutions, the first block keeping the previous one, as torchvision
+    builds it); ``frozen``: batch normalisation not trainable (Mask R-CNN's frozen statistics)."""
+    x = layers.Normalization(mean=[255.0 * m for m in IMAGENET_MEAN],
+                             variance=[(255.0 * s) ** 2 for s in IMAGENET_STD], name="normalize")(inputs)
+    x = _conv_bn(x, 64, 7, 2, "conv1", "bn1", frozen=frozen)
+    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # after a ReLU, zero padding equals -inf padding
+    x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    outs, dilation = [], 1
+    for i, (blocks, planes) in enumerate(zip(BLOCKS, (64, 128, 256, 512))):
+        stride, previous = (2 if i > 0 else 1), dilation
+        if i > 0 and dilate[i - 1]:
+            dilation, stride = dilation * stride, 1
+        for b in range(blocks):
+            x = _bottleneck(x, planes, stride if b == 0 else 1, f"layer{i + 1}_{b}", downsample=b == 0,
+                            frozen=frozen, dilation=previous if b == 0 else dilation)
+        outs.append(x)
+    return outs
 
 
 def resnet50(inputs) -> dict[int, object]:
     """torchvision's ResNet-50 body on RGB ``inputs`` in [0, 255]: ``{4: C2, 8: C3, 16: C4, 32: C5}``."""
-    x = layers.Normalization(mean=[255.0 * m for m in IMAGENET_MEAN],
-                             variance=[(255.0 * s) ** 2 for s in IMAGENET_STD], name="normalize")(inputs)
-    x = _conv_bn(x, 64, 7, 2, "conv1", "bn1")
-    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # after a ReLU, zero padding equals -inf padding
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
-    feats = {}
-    for i, (blocks, planes) in enumerate(zip(BLOCKS, (64, 128, 256, 512))):
-        for b in range(blocks):
-            stride = 2 if (b == 0 and i > 0) else 1
-            x = _bottleneck(x, planes, stride, f"layer{i + 1}_{b}", downsample=b == 0)
-        feats[4 * 2 ** i] = x
-    return feats
+    return dict(zip((4, 8, 16, 32), resnet50_layers(inputs)))
 
 
 def backbone_levels(backbone: str, inputs, weights=None) -> list:

@@ -498,13 +498,20 @@ def test_every_architecture_builds_under_jax():
             y = keras.ops.convert_to_numpy(m(x, training=False))
             assert np.allclose(y.sum(-1), 1.0, atol=1e-4)
             out[arch] = list(y.shape)
+        from kseg.models.torchvision_deeplab import deeplabv3_resnet50
+        for name, m in [("segformer", models.build("segformer", backbone="mit_b0", num_classes=3)),
+                        ("hrnet", models.build("hrnet", backbone="hrnet_w18_small", num_classes=3)),
+                        ("deeplabv3_resnet50", deeplabv3_resnet50(3))]:
+            y = keras.ops.convert_to_numpy(m(x, training=False))
+            assert np.allclose(y.sum(-1), 1.0, atol=1e-4)
+            out[name] = list(y.shape)
         print(json.dumps(out))
     """)
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     shapes = json.loads(r.stdout.strip().splitlines()[-1])
-    assert shapes == {a: [1, 64, 96, 3] for a in ARCHS}
+    assert shapes == {a: [1, 64, 96, 3] for a in ARCHS + ["segformer", "hrnet", "deeplabv3_resnet50"]}
 
 
 @pytest.mark.slow
