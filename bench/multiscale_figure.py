@@ -5,7 +5,9 @@
 
 One row per photo: the photo, the merged prediction at ``--scales`` (the model's own attention), then each
 scale's weight in that merge (white 1, black 0; they sum to 1 at each pixel). Computed as ``kseg predict``
-computes them (the photo resized to the model's base size, the maps resized back).
+computes them (the photo resized to the model's base size, the maps resized back). ``--stats`` prints, over the
+run's validation photos, each scale's mean weight and, where the scales' trunks disagree, how often each
+scale is right there and the weight the attention gives it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ import numpy as np
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a multi-scale .keras model (kseg train --multiscale)")
-    p.add_argument("--images", nargs="+", required=True, help="photos, one row each")
+    p.add_argument("--images", nargs="+", help="photos, one row each (needed for the figure)")
     p.add_argument("--scales", default="0.5,1,2", help="the inference scales (default 0.5,1,2)")
     p.add_argument("--mask", default="regions", help="the palette's name (default regions)")
     p.add_argument("--out", default="docs/multiscale_attention.png", help="the PNG to write")
+    p.add_argument("--stats", action="store_true",
+                   help="instead of the figure: JSON over the run's iccv09 validation photos (run.json's val_ids) "
+                        "of how the attention weighs the scales where their trunks disagree")
     args = p.parse_args(argv)
+    if args.stats:
+        return stats(args.model, args.scales)
+    if not args.images:
+        p.error("give --images (or --stats)")
 
     import tensorflow as tf
 
@@ -61,6 +70,59 @@ def main(argv=None) -> None:
     viz._save(fig, args.out)
     print(f"wrote {args.out} ({', '.join(f'{s:g}' for s in scales)}; mean weights "
           f"{', '.join(f'{v:.2f}' for v in np.mean(weights, axis=(0, 1)))} on the last photo)")
+
+
+def stats(model_path, scales_text: str) -> None:
+    """Over the run's validation photos: each scale's mean weight, and where the scales' own predictions
+    (each trunk alone) disagree, how often each is right and the weight it gets there."""
+    import json
+
+    import tensorflow as tf
+
+    from kseg.data import load_iccv09
+    from kseg.inference import Predictor, flexible, parse_scales
+    from kseg.models.multiscale import attention_maps, info, single_scale
+    from kseg.runinfo import read_run_info
+    from kseg.saving import load_keras_model
+
+    run = read_run_info(model_path) or {}
+    if not run.get("val_ids"):
+        raise SystemExit(f"{model_path}: no run.json with val_ids beside it")
+    model = load_keras_model(model_path)
+    predictor = Predictor(model, model_scales=parse_scales(scales_text))
+    scales = info(predictor.model)["scales"]
+    net = attention_maps(flexible(predictor.model))
+    alone = [Predictor(single_scale(model, s)) for s in scales]
+    ds = load_iccv09(run.get("data"), mask=run.get("mask", "regions"))
+    wanted = set(run["val_ids"])
+    weight_sum, pixels = np.zeros(len(scales)), 0
+    disagree, right, weight_there = 0, np.zeros(len(scales)), np.zeros(len(scales))
+    merged_right = 0
+    for image_id, path, label in zip(ds.ids, ds.image_paths, ds.labels):
+        if image_id not in wanted:
+            continue
+        from kseg.inference import read_image
+
+        image = read_image(path)
+        h, w = image.shape[:2]
+        x = tf.image.resize(tf.cast(image[None], tf.float32), predictor.base_size(h, w))
+        weights = tf.image.resize(net(x), (h, w)).numpy()[0]
+        preds = np.stack([a(image).argmax(-1) for a in alone], -1)
+        merged = predictor(image).argmax(-1)
+        known = label >= 0
+        weight_sum += weights[known].sum(0)
+        pixels += int(known.sum())
+        split = known & (preds.min(-1) != preds.max(-1))
+        disagree += int(split.sum())
+        right += (preds[split] == label[split][:, None]).sum(0)
+        weight_there += weights[split].sum(0)
+        merged_right += int((merged[split] == label[split]).sum())
+    print(json.dumps({"model": str(model_path), "photos": len(wanted), "scales": list(scales),
+                      "mean_weight": [round(v, 3) for v in weight_sum / pixels],
+                      "pixels_where_scales_disagree": round(disagree / pixels, 4),
+                      "there_each_scale_right": [round(v, 3) for v in right / max(disagree, 1)],
+                      "there_mean_weight": [round(v, 3) for v in weight_there / max(disagree, 1)],
+                      "there_merged_right": round(merged_right / max(disagree, 1), 3)}, indent=1))
 
 
 def _class_names(model_path, count: int) -> list[str]:
