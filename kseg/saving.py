@@ -61,6 +61,22 @@ def _register() -> None:
     import kseg.sm  # noqa: F401  (kseg.sm's losses and metrics)
 
 
+def _keras_hub_if_named(path: Path) -> None:
+    """Import keras-hub when the ``.keras`` file holds its layers (a keras-hub preset kseg wrapped,
+    :mod:`kseg.models.keras_hub_presets`); a one-line error where it is not installed."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            named = b'"keras_hub' in z.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return  # not a .keras archive: keras's own error says so below
+    if named:
+        from kseg.models.keras_hub_presets import import_keras_hub
+
+        import_keras_hub(str(path))
+
+
 def load_keras_model(path):
     """Load a ``.keras`` model (safe mode on, not compiled) for export, evaluation or prediction, in float32.
 
@@ -73,6 +89,7 @@ def load_keras_model(path):
     import keras
 
     _register()
+    _keras_hub_if_named(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises many types for a file that is not a model

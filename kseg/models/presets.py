@@ -6,6 +6,10 @@ photo.jpg``, ``kseg.load_model("segformer-b0-ade20k")``.
 :mod:`kseg.models.torchvision_deeplab` and checked by the SHA-256 digits its file name carries; photos are
 resized to a short side of 520, as torchvision's transforms do.
 
+``deeplabv3plus-resnet50-voc`` is keras-hub's ``deeplab_v3_plus_resnet50_pascalvoc`` (DeepLabV3+ on ResNet-50,
+Pascal VOC 2012 with SBD), built and loaded by keras-hub itself, an optional dependency
+(:mod:`kseg.models.keras_hub_presets`).
+
 Each other preset is a SegFormer checkpoint NVIDIA publishes on the Hugging Face hub
 (``nvidia/segformer-b{0,1,2}-finetuned-ade-512-512``: ADE20K, 150 classes;
 ``nvidia/segformer-b{0,1,2}-finetuned-cityscapes-1024-1024``: Cityscapes, 19 classes), converted into kseg's
@@ -67,6 +71,9 @@ PRESETS = {
                                              "", "resnet50", "COCO with the Pascal VOC classes", 520,
                                              tuple(map(tuple, voc_colormap(len(VOC_CLASSES)).tolist())),
                                              "cd0a2569"),
+    "deeplabv3plus-resnet50-voc": SemanticPreset("kaggle://keras/deeplabv3plus/keras/deeplab_v3_plus_resnet50_pascalvoc/4",
+                                                 "", "keras_hub", "Pascal VOC 2012 + SBD", 512,
+                                                 tuple(map(tuple, voc_colormap(len(VOC_CLASSES)).tolist()))),
     "segformer-b0-ade20k": _ade(0, "refs/pr/5"),
     "segformer-b1-ade20k": _ade(1, "8b74291cb371abe2a2860015ded13f5b2fa6dff5"),
     "segformer-b2-ade20k": _ade(2, "refs/pr/2"),
@@ -91,7 +98,7 @@ def class_names(config_path) -> list[str]:
 
 
 def load_preset(name: str):
-    """``(model, info)``: the preset's SegFormer (float32, any input size, softmax output) holding its weights,
+    """``(model, info)``: the preset's network (float32, any input size, softmax output) holding its weights,
     and ``{"class_names", "colors", "short_side", "source"}``; files are fetched on first use."""
     from kseg.models.hf_segformer import load_hf_segformer
     from kseg.models.segformer import segformer
@@ -102,6 +109,8 @@ def load_preset(name: str):
     preset = PRESETS[name]
     if preset.backbone == "resnet50":
         return _torchvision_deeplab(name, preset)
+    if preset.backbone == "keras_hub":
+        return _keras_hub_deeplab(name, preset)
     config, weights = preset.files()
     names = class_names(fetch(config, f"the class names of {name}", encoder=False))
     model = segformer(len(names), preset.backbone, name=name.replace("-", "_"))
@@ -122,6 +131,16 @@ def _torchvision_deeplab(name: str, preset: SemanticPreset):
     load_torchvision_deeplab(model, path)
     return model, {"class_names": list(VOC_CLASSES), "colors": [list(c) for c in preset.colors],
                    "short_side": preset.short_side, "source": f"torchvision's deeplabv3_resnet50 ({preset.dataset})"}
+
+
+def _keras_hub_deeplab(name: str, preset: SemanticPreset):
+    from kseg.models.keras_hub_presets import load_segmenter, short_side_of, wrap_segmenter
+
+    segmenter = load_segmenter(name, preset.repo)
+    model = wrap_segmenter(segmenter, name, len(VOC_CLASSES))
+    return model, {"class_names": list(VOC_CLASSES), "colors": [list(c) for c in preset.colors],
+                   "short_side": short_side_of(segmenter, preset.short_side),
+                   "source": f"keras-hub's {preset.repo.split('/')[-2]} ({preset.dataset})"}
 
 
 def _torch_endpoint() -> str:

@@ -86,6 +86,10 @@ def _rebuild(model, config_of, weights_of, bypass=frozenset()) -> keras.Model:
     originals: dict[int, object] = {}
 
     def clone(layer):
+        if _bilinear_upsampling(layer):  # Keras's cannot trace at a run-time size; kseg's computes the same
+            new = BilinearUpSampling2D(int(layer.size[0]), name=layer.name)
+            originals[id(new)] = layer
+            return new
         new = layer.__class__.from_config(config_of(layer))
         originals[id(new)] = layer
         return new
@@ -95,13 +99,19 @@ def _rebuild(model, config_of, weights_of, bypass=frozenset()) -> keras.Model:
         if original is not None and id(original) in bypass:
             return args[0]
         out = layer(*args, **kwargs)
-        if original is not None and original.weights:
+        if original is not None and getattr(original, "weights", None):
             set_weights(layer, weights_of(original))
         return out
 
     copy = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
     copy.name = model.name
     return copy
+
+
+def _bilinear_upsampling(layer) -> bool:
+    """A Keras bilinear ``UpSampling2D`` (square factor, channels last) that kseg's layer can replace."""
+    return (isinstance(layer, layers.UpSampling2D) and layer.interpolation == "bilinear"
+            and layer.size[0] == layer.size[1] and layer.data_format == "channels_last")
 
 
 def _computes_in_float32(layer) -> bool:
@@ -158,10 +168,14 @@ def float32_copy(model: keras.Model) -> keras.Model:
     config says a mixed policy are rebuilt as float32 ones (nested functional encoders too) and get the
     originals' weights. What kseg evaluates, predicts with and exports is this copy: bfloat16 is emulated,
     and several times slower, on CPUs without bfloat16 instructions, and the TFLite converter rejects it.
+    Keras's bilinear ``UpSampling2D`` (in keras-hub's networks) becomes kseg's equal
+    :class:`~kseg.models.resampling.BilinearUpSampling2D` in the copy, which also traces at a size known only
+    at run time.
     """
 
     def mixed(m) -> bool:
-        return any(not _computes_in_float32(la) or (isinstance(la, keras.Model) and mixed(la)) for la in m.layers)
+        return any(not _computes_in_float32(la) or _bilinear_upsampling(la) or (isinstance(la, keras.Model) and mixed(la))
+                   for la in m.layers)
 
     if not mixed(model):
         return model

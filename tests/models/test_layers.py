@@ -291,3 +291,29 @@ def test_unet_decoder_is_the_explicit_graph_with_the_same_weights(tmp_path):
     folded = fold_batch_norm(model)
     assert len(batch_norm_layers(folded)) < len(batch_norm_layers(model))
     np.testing.assert_allclose(np.asarray(folded(x)) / scale, np.asarray(model(x)) / scale, atol=1e-5)
+
+
+def test_export_copies_swap_kerass_bilinear_upsampling_for_one_that_traces_at_any_size(tmp_path):
+    """Keras's bilinear UpSampling2D cannot trace at a run-time size (ops.image.resize compares it to 0); the
+    copies kseg evaluates and exports with hold kseg's BilinearUpSampling2D instead, computing the same."""
+    import tensorflow as tf
+
+    import kseg
+    from kseg.models.layers import float32_copy, fold_batch_norm
+    from kseg.models.resampling import BilinearUpSampling2D
+    from kseg.serving import export_saved_model
+
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(4, 3, strides=4, padding="same")(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.UpSampling2D(4, interpolation="bilinear", name="up")(x)
+    model = keras.Model(inputs, layers.Softmax()(x))
+    with pytest.raises(Exception):
+        tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3])]).get_concrete_function()
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
+    for copy in (float32_copy(model), fold_batch_norm(model)):
+        assert isinstance(copy.get_layer("up"), BilinearUpSampling2D)
+        np.testing.assert_allclose(np.asarray(copy(image)), np.asarray(model(image)), atol=1e-5)
+    export_saved_model(model, tmp_path / "exported", tflite=False)
+    served = kseg.load_model(tmp_path / "exported").predict(image[0].astype(np.uint8))
+    assert served["probabilities"].shape == (64, 96, 4)
