@@ -4,7 +4,7 @@
 ``.onnx``, ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT) file that ``kseg export --format ...`` wrote, run in
 that runtime (``--runtime`` names it; by default it is read from the path, see :mod:`kseg.runtimes`), or the
 name of a pretrained segmenter (``deeplabv3-resnet50-voc``, ``segformer-b0-ade20k``, ...:
-:mod:`kseg.models.presets`; downloaded once; its overlays add a legend of the classes shown).
+:mod:`kseg.models.presets`; downloaded once).
 For every input image (files, or the images in a folder) it writes, at the
 image's own resolution:
 
@@ -13,7 +13,9 @@ image's own resolution:
                               for a binary model (one output channel) the mask as a
                               greyscale PNG, 255 = foreground (``p >= --threshold``), 0 = background;
 - ``DIR/<name>_overlay.png``  the colours blended over the input (binary: the foreground in red,
-                              or the palette's foreground colour, at ``--alpha``).
+                              or the palette's foreground colour, at ``--alpha``); where the model's
+                              run (run.json) or preset names its classes, a legend strip below it
+                              names the classes shown, largest first.
 
 ``<name>`` is the input's stem (``photo.jpg`` -> ``photo.png``). Inputs that share a stem
 (``a.jpg`` and ``a.png``) keep their extension (``a.jpg.png``, ``a.png.png``); files of the
@@ -197,6 +199,12 @@ def _colours(args, info: dict, taken: list, c: int):
     return palette, FOREGROUND
 
 
+def _legend_names(info: dict, c: int):
+    """The class names the overlays' legend shows (a multi-class model whose run or preset names its classes)."""
+    names = info.get("class_names")
+    return list(names) if c > 1 and names and len(names) == c else None
+
+
 @cli_entry
 def main(argv=None):
     args = parse_args(argv)
@@ -231,7 +239,7 @@ def main(argv=None):
     skipped = []
     results = predict_files(model, paths, args.out, predictor, palette=palette, alpha=args.alpha, post=post,
                             progress=not args.quiet and sys.stderr.isatty(), skipped=skipped, threshold=threshold,
-                            foreground=foreground, class_names=info["class_names"] if info.get("preset") else None)
+                            foreground=foreground, class_names=_legend_names(info, c))
     if not results:
         raise KsegError(f"{paths[0]}: none of the {len(paths)} input images could be read")
     if args.attention_maps:

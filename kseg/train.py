@@ -36,12 +36,22 @@ import argparse
 import dataclasses
 import sys
 
-from kseg.errors import KsegError, cli_entry  # noqa: F401  (KsegError: callers catch it by this name)
 from kseg.commandline import command_parser
+from kseg.errors import KsegError, cli_entry  # noqa: F401  (KsegError: callers catch it by this name)
 from kseg.precision import PRECISIONS
-from kseg.training.config import (DATA_FORMATS, FOLDS, JIT_COMPILE, MULTISCALE, OPTIMIZERS,  # noqa: F401
-                                  OUTPUT_STRIDES, SCHEDULES, TrainConfig, parse_classes, parse_ignore_index,
-                                  run_options)
+from kseg.training.config import (  # noqa: F401
+    DATA_FORMATS,
+    FOLDS,
+    JIT_COMPILE,
+    MULTISCALE,
+    OPTIMIZERS,
+    OUTPUT_STRIDES,
+    SCHEDULES,
+    TrainConfig,
+    parse_classes,
+    parse_ignore_index,
+    run_options,
+)
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 

@@ -198,3 +198,26 @@ def test_predict_real_image_with_unet(real_iccv09, tmp_path):
         assert ov.size == (img.shape[1], img.shape[0])
     with Image.open(tmp_path / "o" / f"{photo.stem}.png") as cm:
         np.testing.assert_array_equal(np.asarray(cm), expected_probs(model, img, (64, 64)).argmax(-1))
+
+
+def test_a_run_that_names_its_classes_gets_a_legend_below_the_overlay(saved_tiny, tmp_path, capsys):
+    import json
+    import shutil
+
+    model, path = saved_tiny
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(path, run / "best.keras")
+    (run / "run.json").write_text(json.dumps({"class_names": ["sky", "tree", "road"]}))
+    img = write_image(tmp_path / "scene.png", 50, 70)
+    assert main(["--model", str(run / "best.keras"), str(tmp_path / "scene.png"), "--out", str(tmp_path / "o")]) == 0
+    assert "3 classes (sky, tree, road)" in capsys.readouterr().err
+    expected = expected_probs(model, img, (64, 64)).argmax(-1)
+    with Image.open(tmp_path / "o" / "scene_overlay.png") as ov:
+        overlay = np.asarray(ov)
+    assert overlay.shape[0] > 50 and overlay.shape[1] == 70  # the legend strip below the photo
+    np.testing.assert_array_equal(overlay[:50], viz.overlay(img, expected, 3, "surfaces"))
+    (run / "run.json").write_text(json.dumps({"class_names": ["sky", "tree"]}))  # not this model's classes
+    assert main(["--model", str(run / "best.keras"), str(tmp_path / "scene.png"), "--out", str(tmp_path / "o2")]) == 0
+    with Image.open(tmp_path / "o2" / "scene_overlay.png") as ov:
+        assert ov.size == (70, 50)
