@@ -21,6 +21,15 @@ docs/results.md.
   evaluated once at native resolution.
 - ``regions-scratch``: the 8 classes with no pretrained weights (DeepLabV3+ on
   MobileNetV2, randomly initialised), 70 epochs at 224x288.
+- ``regions-segformer``: SegFormer-B0 on NVIDIA's ImageNet MiT-B0, as the SegFormer paper fine-tunes it
+  (AdamW, weight decay 0.01, the decoder at 6e-4 and the encoder at a tenth of it, poly decay after a
+  warm-up epoch), otherwise as ``regions-mobilenetv2`` (256x320, strong augmentation, 30 epochs, ``--ema
+  0.99``, five test scales and flips).
+- ``regions-hrnet``: HRNetV2-W18-Small-v2 on timm's ImageNet weights, with ``regions-mobilenetv2``'s
+  training and evaluation.
+
+The last two need their ImageNet files (downloaded once from the Hugging Face hub, or given with
+``--encoder-weights FILE``); their scores on iccv09 are not measured yet (docs/results.md says why).
 """
 
 from __future__ import annotations
@@ -40,6 +49,11 @@ RECIPES = {
     "regions-fast": dict(_FINETUNE, mask="regions", size="192x256", augment="flip", warmup=0.3, epochs=8,
                          eval_scales="1", eval_flip=False),
     "regions-scratch": dict(_FINETUNE, mask="regions", encoder_weights=None, epochs=70, size="224x288"),
+    "regions-segformer": dict(_FINETUNE, mask="regions", model="segformer", backbone="mit_b0", lr=6e-4,
+                              encoder_lr_mult=0.1, weight_decay=1e-2, schedule="poly", epochs=30, ema=0.99,
+                              eval_scales="0.5,0.75,1,1.25,1.5"),
+    "regions-hrnet": dict(_FINETUNE, mask="regions", model="hrnet", backbone="hrnet_w18_small_v2", epochs=30,
+                          ema=0.99, eval_scales="0.5,0.75,1,1.25,1.5"),
 }
 
 

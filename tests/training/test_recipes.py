@@ -198,6 +198,13 @@ def test_recipe_sets_options_and_the_command_line_wins():
                                                                                 "imagenet")
         assert fast.size == (192, 256) and fast.epochs == epochs and fast.augment == "flip" and fast.warmup == 0.3
         assert fast.eval_scales == (1.0,) and not fast.eval_flip  # scored at native resolution, no TTA
+    segformer = parse_args(["--recipe", "regions-segformer"])
+    assert (segformer.model, segformer.backbone, segformer.encoder_weights) == ("segformer", "mit_b0", "imagenet")
+    assert (segformer.lr, segformer.encoder_lr_mult, segformer.weight_decay, segformer.schedule) == (6e-4, 0.1, 1e-2,
+                                                                                                    "poly")
+    hrnet = parse_args(["--recipe", "regions-hrnet"])
+    assert (hrnet.model, hrnet.backbone, hrnet.encoder_weights, hrnet.mask) == ("hrnet", "hrnet_w18_small_v2",
+                                                                                "imagenet", "regions")
 
 
 @pytest.mark.parametrize("argv,message", [
