@@ -109,9 +109,16 @@ def _rebuild(model, config_of, weights_of, bypass=frozenset()) -> keras.Model:
 
 
 def _bilinear_upsampling(layer) -> bool:
-    """A Keras bilinear ``UpSampling2D`` (square factor, channels last) that kseg's layer can replace."""
-    return (isinstance(layer, layers.UpSampling2D) and layer.interpolation == "bilinear"
-            and layer.size[0] == layer.size[1] and layer.data_format == "channels_last")
+    """A Keras bilinear ``UpSampling2D`` (square factor, channels last) at a size known only at run time, which
+    kseg's layer replaces (at a fixed size, as in PSPNet, Keras's traces and is kept)."""
+    if not (isinstance(layer, layers.UpSampling2D) and layer.interpolation == "bilinear"
+            and layer.size[0] == layer.size[1] and layer.data_format == "channels_last"):
+        return False
+    try:
+        shape = layer.input.shape
+    except (AttributeError, ValueError):  # called more than once: replace it to be safe
+        return True
+    return shape[1] is None or shape[2] is None
 
 
 def _computes_in_float32(layer) -> bool:

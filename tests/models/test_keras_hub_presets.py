@@ -38,7 +38,10 @@ def _segmenter(num_classes: int = 21, activation=None):
 @pytest.fixture(scope="module")
 def preset_dir(tmp_path_factory):
     """A keras-hub preset folder named as the published variant, holding a random DeepLabV3+."""
+    import keras
+
     root = tmp_path_factory.mktemp("weights")
+    keras.utils.set_random_seed(0)
     segmenter = _segmenter()
     segmenter.save_to_preset(str(root / "deeplab_v3_plus_resnet50_pascalvoc"))
     return root

@@ -303,6 +303,7 @@ def test_export_copies_swap_kerass_bilinear_upsampling_for_one_that_traces_at_an
     from kseg.models.resampling import BilinearUpSampling2D
     from kseg.serving import export_saved_model
 
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((None, None, 3))
     x = layers.Conv2D(4, 3, strides=4, padding="same")(inputs)
     x = layers.BatchNormalization()(x)
@@ -313,7 +314,11 @@ def test_export_copies_swap_kerass_bilinear_upsampling_for_one_that_traces_at_an
     image = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
     for copy in (float32_copy(model), fold_batch_norm(model)):
         assert isinstance(copy.get_layer("up"), BilinearUpSampling2D)
-        np.testing.assert_allclose(np.asarray(copy(image)), np.asarray(model(image)), atol=1e-5)
+        # the same function: float32 rounding only (folding the batch norm reorders the arithmetic)
+        np.testing.assert_allclose(np.asarray(copy(image)), np.asarray(model(image)), atol=1e-4)
     export_saved_model(model, tmp_path / "exported", tflite=False)
     served = kseg.load_model(tmp_path / "exported").predict(image[0].astype(np.uint8))
     assert served["probabilities"].shape == (64, 96, 4)
+    fixed = keras.Input((32, 32, 3))  # at a fixed size Keras's layer traces: such a model is left as it is
+    fixed_model = keras.Model(fixed, layers.UpSampling2D(2, interpolation="bilinear")(fixed))
+    assert float32_copy(fixed_model) is fixed_model
