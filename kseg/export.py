@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from kseg.commandline import command_parser
 from kseg.errors import KsegError, cli_entry
@@ -129,9 +128,8 @@ def main(argv=None):
         return done
     from kseg.models.presets import is_preset, load_preset
 
-    preset = is_preset(args.model) and not Path(args.model).exists()
-    model = with_export_scales(load_preset(args.model)[0] if preset else load_model(args.model), args.scales,
-                               args.model)
+    model = with_export_scales(load_preset(args.model)[0] if is_preset(args.model) else load_model(args.model),
+                               args.scales, args.model)
     calibration = None
     if args.int8:
         from kseg.quantization import calibration_images

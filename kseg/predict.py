@@ -224,7 +224,7 @@ def main(argv=None):
     taken = []
     from kseg.models.presets import is_preset, load_preset
 
-    if is_preset(args.model) and not model_path.exists():
+    if is_preset(args.model):
         preset, info = load_preset(args.model)
         info.update(preset=preset, _path=f"preset {args.model}: {info['source']}")
     predictor, model = _predictor(args, info, taken)

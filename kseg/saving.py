@@ -128,7 +128,7 @@ def load_model(path):
     """
     from kseg.models.presets import is_preset, load_preset
 
-    if is_preset(str(path)) and not Path(path).exists():
+    if is_preset(str(path)):
         return load_preset(str(path))[0]
     path = Path(path)
     if not path.exists():

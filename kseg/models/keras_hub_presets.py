@@ -36,6 +36,12 @@ def import_keras_hub(what: str):
     return keras_hub
 
 
+def preset_variant(handle: str) -> str:
+    """The variant of a Kaggle handle (``kaggle://owner/model/keras/variant[/version]``)."""
+    parts = handle.rstrip("/").split("/")
+    return parts[-2] if parts[-1].isdigit() else parts[-1]
+
+
 def preset_source(handle: str) -> str:
     """Where keras-hub reads the preset ``handle`` (``kaggle://owner/model/keras/variant/version``) from:
     ``$KSEG_KERAS_HUB_PRESET``, else ``$KSEG_WEIGHTS_DIR/<variant>/`` when that folder exists, else the handle
@@ -45,8 +51,8 @@ def preset_source(handle: str) -> str:
         if not Path(given).is_dir():
             raise KsegError(f"$KSEG_KERAS_HUB_PRESET={given}: no such preset folder")
         return given
-    variant = handle.rstrip("/").split("/")[-2 if handle.rstrip("/").split("/")[-1].isdigit() else -1]
-    local = Path(os.environ.get("KSEG_WEIGHTS_DIR", "")) / variant if os.environ.get("KSEG_WEIGHTS_DIR") else None
+    folder = os.environ.get("KSEG_WEIGHTS_DIR")
+    local = Path(folder) / preset_variant(handle) if folder else None
     return str(local) if local is not None and local.is_dir() else handle
 
 

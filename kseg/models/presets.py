@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from kseg.data.annotations.common import voc_colormap
 from kseg.errors import KsegError
@@ -38,6 +39,7 @@ CITYSCAPES_COLORS = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 15
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
+VOC_COLORS = tuple(map(tuple, voc_colormap(len(VOC_CLASSES)).tolist()))
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,9 @@ def _cityscapes(b: int, revision: str) -> SemanticPreset:
 PRESETS = {
     "deeplabv3-resnet50-voc": SemanticPreset("https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth",
                                              "", "resnet50", "COCO with the Pascal VOC classes", 520,
-                                             tuple(map(tuple, voc_colormap(len(VOC_CLASSES)).tolist())),
-                                             "cd0a2569"),
+                                             VOC_COLORS, "cd0a2569"),
     "deeplabv3plus-resnet50-voc": SemanticPreset("kaggle://keras/deeplabv3plus/keras/deeplab_v3_plus_resnet50_pascalvoc/4",
-                                                 "", "keras_hub", "Pascal VOC 2012 + SBD", 512,
-                                                 tuple(map(tuple, voc_colormap(len(VOC_CLASSES)).tolist()))),
+                                                 "", "keras_hub", "Pascal VOC 2012 + SBD", 512, VOC_COLORS),
     "segformer-b0-ade20k": _ade(0, "refs/pr/5"),
     "segformer-b1-ade20k": _ade(1, "8b74291cb371abe2a2860015ded13f5b2fa6dff5"),
     "segformer-b2-ade20k": _ade(2, "refs/pr/2"),
@@ -84,7 +84,8 @@ PRESETS = {
 
 
 def is_preset(name) -> bool:
-    return isinstance(name, str) and name in PRESETS
+    """Whether ``name`` names a preset (a file or folder of that name, when one exists, is taken instead)."""
+    return isinstance(name, str) and name in PRESETS and not Path(name).exists()
 
 
 def class_names(config_path) -> list[str]:
@@ -134,13 +135,13 @@ def _torchvision_deeplab(name: str, preset: SemanticPreset):
 
 
 def _keras_hub_deeplab(name: str, preset: SemanticPreset):
-    from kseg.models.keras_hub_presets import load_segmenter, short_side_of, wrap_segmenter
+    from kseg.models.keras_hub_presets import load_segmenter, preset_variant, short_side_of, wrap_segmenter
 
     segmenter = load_segmenter(name, preset.repo)
     model = wrap_segmenter(segmenter, name, len(VOC_CLASSES))
     return model, {"class_names": list(VOC_CLASSES), "colors": [list(c) for c in preset.colors],
                    "short_side": short_side_of(segmenter, preset.short_side),
-                   "source": f"keras-hub's {preset.repo.split('/')[-2]} ({preset.dataset})"}
+                   "source": f"keras-hub's {preset_variant(preset.repo)} ({preset.dataset})"}
 
 
 def _torch_endpoint() -> str:

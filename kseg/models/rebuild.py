@@ -88,9 +88,8 @@ def _rebuild(model, config_of, weights_of, bypass=frozenset()) -> keras.Model:
     def clone(layer):
         if _bilinear_upsampling(layer):  # Keras's cannot trace at a run-time size; kseg's computes the same
             new = BilinearUpSampling2D(int(layer.size[0]), name=layer.name)
-            originals[id(new)] = layer
-            return new
-        new = layer.__class__.from_config(config_of(layer))
+        else:
+            new = layer.__class__.from_config(config_of(layer))
         originals[id(new)] = layer
         return new
 
@@ -180,11 +179,11 @@ def float32_copy(model: keras.Model) -> keras.Model:
     at run time.
     """
 
-    def mixed(m) -> bool:
-        return any(not _computes_in_float32(la) or _bilinear_upsampling(la) or (isinstance(la, keras.Model) and mixed(la))
-                   for la in m.layers)
+    def needs_copy(m) -> bool:
+        return any(not _computes_in_float32(la) or _bilinear_upsampling(la)
+                   or (isinstance(la, keras.Model) and needs_copy(la)) for la in m.layers)
 
-    if not mixed(model):
+    if not needs_copy(model):
         return model
     return _rebuild(model, _float32_config, lambda layer: layer.get_weights())
 
